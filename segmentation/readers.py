@@ -1,0 +1,284 @@
+"""Readers: SQLite, CSV/TSV (optionally gzipped) and Parquet dumps into DataFrames.
+
+Paths may be files, folders or globs, local or URIs (``s3://``, ``s3a://``); they are passed to
+Spark unchanged, except SQLite, which must be a local file (see :mod:`segmentation.sqlite`).
+
+Every reader checks that the input exists and has the columns its source needs before returning,
+and raises :class:`~segmentation.errors.InputError` with one line naming the problem otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from segmentation import storage
+from segmentation.errors import InputError
+from segmentation.schemas import AVITO_TABLES
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("auto", "sqlite", "parquet", "csv", "tsv")
+
+_SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4", ".snappy", ".deflate")
+
+
+def _strip_compression(name: str) -> str:
+    for suffix in _COMPRESSION_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def format_from_name(name: str) -> Optional[str]:
+    """Guess the format from a file name or glob: ``.csv.gz`` is csv, ``.tsv`` tsv, and so on."""
+    lowered = _strip_compression(name.lower().rstrip("/"))
+    if lowered.endswith(_SQLITE_SUFFIXES):
+        return "sqlite"
+    if lowered.endswith(".parquet") or lowered.endswith(".pq"):
+        return "parquet"
+    if lowered.endswith(".tsv") or lowered.endswith(".tab"):
+        return "tsv"
+    if lowered.endswith(".csv") or lowered.endswith(".txt"):
+        return "csv"
+    return None
+
+
+def detect_format(spark: SparkSession, path: str) -> str:
+    """Return the format of ``path``: by its name, else by the files inside the folder."""
+    by_name = format_from_name(path)
+    if by_name is not None:
+        return by_name
+    formats = {format_from_name(name) for name in storage.list_names(spark, path)}
+    formats.discard(None)
+    if len(formats) == 1:
+        return str(formats.pop())
+    if storage.is_directory(spark, path) and any(
+        name.startswith("part-") for name in storage.list_names(spark, path)
+    ):
+        return "parquet"
+    raise InputError(
+        f"cannot tell the format of {path}: name it .csv/.tsv/.parquet/.sqlite or pass --format"
+    )
+
+
+def require_exists(spark: SparkSession, path: str) -> None:
+    """Raise :class:`InputError` when ``path`` (file, folder or glob) does not exist."""
+    if not storage.exists(spark, path):
+        raise InputError(f"input not found: {path}")
+
+
+def read_table(spark: SparkSession, path: str, fmt: str = "auto") -> DataFrame:
+    """Read a CSV/TSV/Parquet file, folder or glob with the columns as the source names them.
+
+    CSV and TSV are read with a header line, every column as text (no schema inference: it costs
+    a pass and guesses differently per file); the transforms parse and count bad values. CSV uses
+    standard quoting (``"a, b"``, inner quotes doubled); TSV has no quoting, as in Kaggle's dumps.
+    """
+    require_exists(spark, path)
+    if fmt == "auto":
+        fmt = detect_format(spark, path)
+    reader = spark.read
+    if fmt == "parquet":
+        return reader.parquet(path)
+    if fmt == "csv":
+        return reader.options(header=True, escape='"', mode="PERMISSIVE").csv(path)
+    if fmt == "tsv":
+        # quote "\u0000" switches quoting off: Kaggle's TSV text may hold bare quotes.
+        return reader.options(header=True, sep="\t", quote="\u0000", mode="PERMISSIVE").csv(path)
+    if fmt == "sqlite":
+        raise InputError(f"{path} is a SQLite database; this source reads CSV, TSV or Parquet")
+    raise InputError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def select_columns(
+    df: DataFrame,
+    aliases: Mapping[str, Sequence[str]],
+    required: Sequence[str],
+    what: str,
+) -> DataFrame:
+    """Select and rename columns to canonical names, matching any alias case-insensitively.
+
+    Parameters
+    ----------
+    df
+        The table as read.
+    aliases
+        Canonical name -> the names a source may give it (``"customer_id": ["Customer ID",
+        "CustomerID"]``). The canonical name itself always matches.
+    required
+        Canonical names that must be found; optional ones missing are left out.
+    what
+        Names the input in the error message.
+    """
+    present: Dict[str, str] = {name.lower(): name for name in df.columns}
+    chosen: List[str] = []
+    missing: List[str] = []
+    for canonical, names in aliases.items():
+        match = next(
+            (present[n.lower()] for n in (canonical, *names) if n.lower() in present), None
+        )
+        if match is None:
+            if canonical in required:
+                missing.append(f"{canonical} (any of: {', '.join(names)})")
+            continue
+        chosen.append(canonical)
+        df = df.withColumnRenamed(match, f"__{canonical}")
+    if missing:
+        raise InputError(
+            f"{what} lacks required column(s) {'; '.join(missing)}; "
+            f"it has: {', '.join(present.values())}"
+        )
+    return df.select(*(F.col(f"`__{c}`").alias(c) for c in chosen))
+
+
+#: UCI Online Retail II / I column names by canonical name.
+RETAIL_COLUMNS: Mapping[str, Sequence[str]] = {
+    "invoice": ("Invoice", "InvoiceNo", "invoice_no"),
+    "stock_code": ("StockCode",),
+    "description": ("Description",),
+    "quantity": ("Quantity",),
+    "invoice_date": ("InvoiceDate",),
+    "price": ("Price", "UnitPrice", "unit_price"),
+    "customer_id": ("Customer ID", "CustomerID"),
+    "country": ("Country",),
+}
+RETAIL_REQUIRED = ("invoice", "stock_code", "quantity", "invoice_date", "price", "customer_id")
+
+
+def read_retail(spark: SparkSession, path: str, fmt: str = "auto") -> DataFrame:
+    """Read invoice lines of UCI Online Retail II or I (CSV(.gz) or Parquet).
+
+    Returns the canonical columns ``invoice, stock_code, [description], quantity, invoice_date,
+    price, customer_id, [country]``, in the types the file holds (text for CSV); parse them with
+    :func:`segmentation.features.retail_lines`.
+    """
+    table = read_table(spark, path, fmt)
+    return select_columns(table, RETAIL_COLUMNS, RETAIL_REQUIRED, f"retail input {path}")
+
+
+@dataclass(frozen=True)
+class EventColumns:
+    """Where a generic event log keeps each field the features need.
+
+    Attributes
+    ----------
+    customer_id
+        Column identifying the customer.
+    timestamp
+        Column with the event time (timestamp, date, or text in a format Spark's cast accepts or
+        ``date_format``).
+    amount
+        Optional column with a money amount per event (gives ``monetary``).
+    session_id
+        Optional column with a session, order or invoice id (``frequency`` counts distinct ones;
+        without it, ``frequency`` counts events).
+    """
+
+    customer_id: str = "customer_id"
+    timestamp: str = "timestamp"
+    amount: Optional[str] = None
+    session_id: Optional[str] = None
+
+
+def read_events(
+    spark: SparkSession, path: str, columns: EventColumns, fmt: str = "auto"
+) -> DataFrame:
+    """Read a generic event log through a column mapping.
+
+    Returns ``customer_id, event_time`` and, when mapped, ``amount`` and ``session_id``.
+    """
+    table = read_table(spark, path, fmt)
+    aliases: Dict[str, Sequence[str]] = {
+        "customer_id": (columns.customer_id,),
+        "event_time": (columns.timestamp,),
+    }
+    required = ["customer_id", "event_time"]
+    if columns.amount:
+        aliases["amount"] = (columns.amount,)
+        required.append("amount")
+    if columns.session_id:
+        aliases["session_id"] = (columns.session_id,)
+        required.append("session_id")
+    return select_columns(table, aliases, required, f"event input {path}")
+
+
+@dataclass(frozen=True)
+class AvitoTables:
+    """The two Avito tables the RFE features need, with the Kaggle column names and types."""
+
+    search_stream: DataFrame
+    search_info: DataFrame
+
+
+def _cast_to_schema(df: DataFrame, schema: StructType, what: str) -> DataFrame:
+    present = {name.lower(): name for name in df.columns}
+    missing = [f.name for f in schema.fields if f.name.lower() not in present]
+    if missing:
+        raise InputError(
+            f"{what} lacks column(s) {', '.join(missing)}; it has: {', '.join(df.columns)}"
+        )
+    return df.select(
+        *(
+            F.col(f"`{present[f.name.lower()]}`").cast(f.dataType).alias(f.name)
+            for f in schema.fields
+        )
+    )
+
+
+def _find_avito_table(spark: SparkSession, folder: str, table: str) -> str:
+    names = storage.list_names(spark, folder)
+    for name in names:
+        stem = _strip_compression(name)
+        for suffix in ("", ".parquet", ".tsv", ".csv", ".txt"):
+            if stem == table + suffix:
+                return storage.join_path(folder, name)
+    raise InputError(
+        f"Avito input folder {folder} has no {table} table (expected {table}/, {table}.parquet, "
+        f"{table}.tsv or {table}.csv, optionally .gz); it has: {', '.join(names) or 'nothing'}"
+    )
+
+
+def read_avito(
+    spark: SparkSession, path: str, fmt: str = "auto", sqlite_partitions: Optional[int] = None
+) -> AvitoTables:
+    """Read ``trainSearchStream`` and ``SearchInfo`` from a SQLite database or a folder of tables.
+
+    Parameters
+    ----------
+    path
+        The Kaggle ``database.sqlite``, or a folder holding one file or subfolder per table, named
+        as the table: ``trainSearchStream/`` (Parquet or CSV parts), ``trainSearchStream.tsv``,
+        ``SearchInfo.tsv.gz``, ``SearchInfo.parquet``...
+    fmt
+        ``auto`` (by name), ``sqlite``, or the format of the tables in the folder.
+    sqlite_partitions
+        Number of parallel rowid-range partitions per SQLite table (default: by table size).
+    """
+    require_exists(spark, path)
+    if fmt == "sqlite" or (fmt == "auto" and format_from_name(path) == "sqlite"):
+        from segmentation.sqlite import read_sqlite_table
+
+        tables = {
+            name: read_sqlite_table(spark, path, name, schema, num_partitions=sqlite_partitions)
+            for name, schema in AVITO_TABLES.items()
+        }
+    else:
+        if not storage.is_directory(spark, path):
+            raise InputError(
+                f"Avito input {path} must be a SQLite database or a folder with one entry per "
+                "table (trainSearchStream, SearchInfo)"
+            )
+        tables = {}
+        for name, schema in AVITO_TABLES.items():
+            table_path = _find_avito_table(spark, path, name)
+            table_fmt = fmt if fmt != "auto" else detect_format(spark, table_path)
+            raw = read_table(spark, table_path, table_fmt)
+            tables[name] = _cast_to_schema(raw, schema, f"Avito table {table_path}")
+    return AvitoTables(search_stream=tables["trainSearchStream"], search_info=tables["SearchInfo"])
