@@ -84,6 +84,24 @@ def _drop_counts(reasons: Sequence[str]) -> List[Column]:
     ]
 
 
+def exclude_after(reference_date: Optional[dt.date], time_column: str) -> Transform:
+    """Tag rows on or after ``reference_date`` as ``after_reference_date`` (RFM "as of" a date).
+
+    Rows already tagged keep their reason; with ``reference_date=None`` nothing changes.
+    """
+
+    def transform(rows: DataFrame) -> DataFrame:
+        if reference_date is None:
+            return rows
+        late = F.col(time_column) >= F.lit(reference_date.isoformat()).cast("timestamp")
+        return rows.withColumn(
+            "drop_reason",
+            F.coalesce(F.col("drop_reason"), F.when(late, F.lit("after_reference_date"))),
+        )
+
+    return transform
+
+
 def _blank_to_null(column: Column) -> Column:
     text = F.trim(column.cast("string"))
     return F.when(text == "", None).otherwise(text)
@@ -108,6 +126,7 @@ RETAIL_DROP_REASONS: Tuple[str, ...] = (
     "zero_price",
     "negative_price",
     "cancellation",
+    "after_reference_date",
 )
 
 
@@ -230,6 +249,7 @@ AVITO_DROP_REASONS: Tuple[str, ...] = (
     "search_not_in_stream",
     "search_missing_user_id",
     "search_unparseable_date",
+    "after_reference_date",
 )
 
 #: Stream rows whose SearchID has no SearchInfo row: counted in stream rows, not searches.
@@ -343,6 +363,7 @@ EVENT_DROP_REASONS: Tuple[str, ...] = (
     "missing_customer_id",
     "unparseable_timestamp",
     "unparseable_amount",
+    "after_reference_date",
 )
 
 

@@ -31,7 +31,10 @@ def _jvm(spark: SparkSession) -> Any:
 def _fs_and_path(spark: SparkSession, path: str) -> Any:
     hadoop_path = _jvm(spark).org.apache.hadoop.fs.Path(path)
     conf = spark.sparkContext._jsc.hadoopConfiguration()
-    return hadoop_path.getFileSystem(conf), hadoop_path
+    fs = hadoop_path.getFileSystem(conf)
+    # No ".name.crc" sidecars beside side files on local disk (a no-op on object stores).
+    fs.setWriteChecksum(False)
+    return fs, hadoop_path
 
 
 def exists(spark: SparkSession, path: str) -> bool:

@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+# Before pyspark.pandas is imported (pyspark.testing imports it): Arrow timestamps as Spark does.
+os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+
 from pyspark.sql import SparkSession
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +25,6 @@ def spark() -> Iterator[SparkSession]:
     """A ``local[2]`` session: few shuffle partitions, no UI, UTC, workers on this interpreter."""
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
     session = (
         SparkSession.builder.master("local[2]")
         .appName("segmentation-tests")

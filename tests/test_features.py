@@ -214,12 +214,12 @@ def test_rfe_aggregates(spark: SparkSession) -> None:
     last = T(2015, 5, 12, 9)
     expected = spark.createDataFrame(
         [
-            ("7", 1, 3, 5, 3, T(2015, 5, 10, 18, 11, 1), last, last, 3, 0, 0, 0, 0),
+            ("7", 1, 3, 5, 3, T(2015, 5, 10, 18, 11, 1), last, last, 3, 0, 0, 0, 0, 0),
             ("10", 1, 1, 2, 2, T(2015, 5, 9, 8), T(2015, 5, 9, 8), T(2015, 5, 9, 8), 1,
-             0, 0, 0, 0),
-            ("8", 0, 0, 0, 0, None, None, None, 1, 1, 0, 0, 0),
-            ("9", 0, 0, 0, 0, None, None, None, 1, 0, 0, 1, 0),
-            (None, 0, 0, 0, 0, None, None, None, 1, 0, 1, 0, 1),
+             0, 0, 0, 0, 0),
+            ("8", 0, 0, 0, 0, None, None, None, 1, 1, 0, 0, 0, 0),
+            ("9", 0, 0, 0, 0, None, None, None, 1, 0, 0, 1, 0, 0),
+            (None, 0, 0, 0, 0, None, None, None, 1, 0, 1, 0, 0, 1),
         ],
         RFE_AGG_SCHEMA,
     )
@@ -271,9 +271,12 @@ def test_event_features(spark: SparkSession, with_session: bool) -> None:
     )
     assertDataFrameEqual(
         summary,
-        spark.createDataFrame([(6, 1, 1, 1, 1)], "rows_read long, dropped_missing_customer_id "
-                              "long, dropped_unparseable_timestamp long, "
-                              "dropped_unparseable_amount long, customers long"),
+        spark.createDataFrame(
+            [(6, 1, 1, 1, 0, 1)],
+            "rows_read long, dropped_missing_customer_id long, dropped_unparseable_timestamp "
+            "long, dropped_unparseable_amount long, dropped_after_reference_date long, "
+            "customers long",
+        ),
     )
     result = aggregates.transform(
         ft.finish_features(ft.event_feature_set(has_amount=True), D(2024, 1, 4))
@@ -284,3 +287,32 @@ def test_event_features(spark: SparkSession, with_session: bool) -> None:
         "tenure_days int, events long, first_event_date date, last_event_date date",
     )
     assertDataFrameEqual(result, expected)
+
+
+def test_reference_date_excludes_later_events(spark: SparkSession) -> None:
+    reference = D(2009, 12, 4)
+    aggregates = (
+        retail(spark)
+        .transform(ft.retail_lines())
+        .transform(ft.exclude_after(reference, "invoice_time"))
+        .transform(ft.rfm_aggregates())
+    )
+    summary = ft.drop_summary(aggregates, "first_purchase_time").select(
+        "dropped_after_reference_date", "customers"
+    )
+    # after 2009-12-04 00:00: the C489449 return, 489438 (12345) and C489450 (77777); the POST
+    # line stays tagged non_product_line, the unparseable date stays unparseable.
+    assertDataFrameEqual(
+        summary,
+        spark.createDataFrame([(3, 1)], "dropped_after_reference_date long, customers long"),
+    )
+    result = aggregates.transform(ft.finish_features(ft.RETAIL_FEATURES, reference)).select(
+        "customer_id", "recency_days", "frequency", "monetary", "returns"
+    )
+    assertDataFrameEqual(
+        result,
+        spark.createDataFrame(
+            [("13085", 1, 2, 184.4, 0)],
+            "customer_id string, recency_days int, frequency long, monetary double, returns long",
+        ),
+    )

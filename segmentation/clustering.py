@@ -1,0 +1,1080 @@
+"""KMeans segmentation of a customer-grain feature table: k sweep, final model, labels, profiles.
+
+The input is one row per customer with numeric feature columns (RFM: ``recency_days``,
+``frequency``, ``monetary``; RFE: ``recency_days``, ``frequency``, ``engagement``).
+
+Steps
+-----
+1. :func:`feature_pipeline` scales the features (by default ``log1p`` then standardisation, which
+   tames the long right tails of frequency and spend so that a few big spenders do not become
+   clusters of their own).
+2. :func:`sweep_k` fits MLlib KMeans for several k and reports WSSSE, silhouette,
+   Davies-Bouldin and Calinski-Harabasz; :func:`choose_k` picks k from them.
+3. :func:`fit_segments` fits the final model on all customers, ranks the clusters by value and
+   names them; :meth:`SegmentationModel.assign` adds ``cluster`` and ``segment``.
+4. :func:`segment_profiles` summarises each segment (size, share of value, feature means,
+   approximate medians, centroid).
+
+Cluster ranking
+---------------
+Each centroid gets the score ``sum(value_weights[f] * z_f)`` where ``z_f`` is its coordinate on
+feature ``f`` in the standardised space (for ``transform="none"`` the raw centroid is first
+standardised with the features' mean and sample standard deviation, so that weights mean the
+same thing under every transform). Cluster ``0`` has the highest score (the most valuable
+customers), ties go to the lower KMeans index. Typical weights are
+``{"recency_days": -1, "frequency": 1, "monetary": 1}`` (recency: fewer days is better).
+
+Segment labels
+--------------
+Two numbers are read off each standardised centroid:
+
+* ``r``, the coordinate of the recency feature (``recency_col``, ``recency_days`` by default):
+  **recent** when ``r < 0`` (more recent than the average customer), else **lapsed**;
+* ``v``, the mean of ``sign(weight) * z_f`` over the *other* features with a non-zero weight:
+  **high** when ``v >= 0.5`` (half a standard deviation above the average customer),
+  **mid** when ``-0.5 <= v < 0.5``, **low** when ``v < -0.5``.
+
+============  ============  ===================================================================
+recency       value         label
+============  ============  ===================================================================
+recent        high          ``champions`` for the best-ranked such cluster, ``loyal`` for others
+recent        mid or low    ``promising``
+lapsed        high          ``at risk``
+lapsed        mid           ``needs attention``
+lapsed        low           ``hibernating``
+============  ============  ===================================================================
+
+Labels are made unique in cluster order: the first cluster with a label keeps it, the next ones
+get ``" 2"``, ``" 3"``, ... (``promising``, ``promising 2``).
+
+Quality metrics
+---------------
+* WSSSE: KMeans' own training cost (sum of squared Euclidean distances to the centroid).
+* Silhouette: MLlib's ``ClusteringEvaluator`` with ``distanceMeasure="squaredEuclidean"``, i.e.
+  the silhouette computed on *squared* distances (MLlib's default, and O(n) instead of O(n^2));
+  it is larger than the textbook Euclidean silhouette on the same clustering. Higher is better.
+* Davies-Bouldin (lower is better) and Calinski-Harabasz (higher is better), with Euclidean
+  distances as in scikit-learn, from one ``groupBy`` over the predictions and the centroids.
+
+KMeans may return fewer than k centroids (fewer distinct points than k) or centroids that no
+point is assigned to; the metrics are computed over the non-empty clusters. They are ``None``
+where undefined: fewer than two non-empty clusters, or as many clusters as points
+(scikit-learn's rule ``2 <= clusters <= points - 1``), and Calinski-Harabasz also when every
+cluster has zero spread (the index is infinite).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from pyspark import StorageLevel
+from pyspark.ml import Estimator, Pipeline, PipelineModel, Transformer
+from pyspark.ml.clustering import KMeans, KMeansModel
+from pyspark.ml.evaluation import ClusteringEvaluator
+from pyspark.ml.feature import SQLTransformer, StandardScaler, VectorAssembler
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import NumericType
+
+from segmentation.errors import EmptyResultError, InputError, SegmentationError
+
+log = logging.getLogger(__name__)
+
+#: A stage of an unfitted ``Pipeline`` (what ``pyspark.ml`` calls ``PipelineStage``).
+PipelineStage = Union[Estimator, Transformer]
+
+#: Feature transforms understood by :func:`feature_pipeline`.
+TRANSFORMS = ("none", "standard", "log-standard")
+
+#: Methods understood by :func:`choose_k`.
+CHOOSE_METHODS = ("silhouette", "elbow")
+
+#: The vector column the feature pipeline produces and KMeans reads.
+FEATURES_COL = "features"
+
+#: Columns :meth:`SegmentationModel.assign` adds.
+CLUSTER_COL = "cluster"
+SEGMENT_COL = "segment"
+
+#: ``value >= HIGH_VALUE`` is "high", ``value < LOW_VALUE`` is "low" (standard deviations).
+HIGH_VALUE = 0.5
+LOW_VALUE = -0.5
+
+#: Accuracy of ``percentile_approx`` for the medians (relative rank error 1 / accuracy).
+MEDIAN_ACCURACY = 100_000
+
+# Intermediate columns of the pipelines; none of them survives ``assign``.
+_INPUT_STRUCT = "__seg_input"
+_PREDICTION = "__seg_prediction"
+_VECTOR = "__seg_vector"
+_LOG_PREFIX = "__seg_log_"
+_SWEEP_PREDICTION = "prediction"
+
+_LABEL_PATTERN = re.compile(r"^[a-z0-9 ]+$")
+_QUOTED_NAME = re.compile(r"`((?:[^`]|``)*)`")
+
+
+def _quote(name: str) -> str:
+    """A column name as a Spark SQL identifier (backticks, inner backticks doubled)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _fmt(value: Optional[float]) -> str:
+    """A metric for the log: 4 significant digits or ``None``."""
+    return "None" if value is None else f"{value:.4g}"
+
+
+@dataclass(frozen=True)
+class KResult:
+    """Quality of the KMeans clustering for one k.
+
+    Attributes
+    ----------
+    k
+        The requested number of clusters.
+    wssse
+        Within-cluster sum of squared Euclidean distances (KMeans training cost), lower is better.
+    silhouette
+        Mean silhouette on **squared** Euclidean distances (MLlib ``ClusteringEvaluator``,
+        ``squaredEuclidean``), in [-1, 1], higher is better; ``None`` if undefined.
+    davies_bouldin
+        Davies-Bouldin index (Euclidean), >= 0, lower is better; ``None`` if undefined.
+    calinski_harabasz
+        Calinski-Harabasz index (variance ratio), higher is better; ``None`` if undefined.
+    cluster_sizes
+        Points per centroid KMeans returned, largest first (may hold zeros, may be shorter than k).
+    non_empty_clusters
+        Number of clusters with at least one point; the metrics are computed over these.
+    seconds
+        Wall-clock time of the fit and the metrics for this k.
+    """
+
+    k: int
+    wssse: float
+    silhouette: Optional[float]
+    davies_bouldin: Optional[float]
+    calinski_harabasz: Optional[float]
+    cluster_sizes: List[int]
+    non_empty_clusters: int
+    seconds: float
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Return the result as a JSON-serialisable dict (field name -> value).
+
+        Returns
+        -------
+        dict
+            All fields; ``cluster_sizes`` as a new list.
+        """
+        return dataclasses.asdict(self)
+
+
+def _check_transform(transform: str) -> None:
+    """Raise :class:`SegmentationError` unless ``transform`` is one of :data:`TRANSFORMS`."""
+    if transform not in TRANSFORMS:
+        raise SegmentationError(
+            f"unknown feature transform {transform!r}; expected one of {', '.join(TRANSFORMS)}"
+        )
+
+
+def _check_names(feature_cols: Sequence[str]) -> List[str]:
+    """The feature columns as a list: at least one, no duplicates."""
+    if isinstance(feature_cols, str):
+        raise SegmentationError("feature_cols must be a sequence of column names, not a string")
+    cols = list(feature_cols)
+    if not cols:
+        raise SegmentationError("no feature columns to cluster on")
+    duplicates = sorted({c for c in cols if cols.count(c) > 1})
+    if duplicates:
+        raise SegmentationError(f"feature columns listed twice: {', '.join(duplicates)}")
+    return cols
+
+
+def _check_columns(frame: DataFrame, cols: Sequence[str], numeric: bool = True) -> None:
+    """Raise :class:`InputError` if ``frame`` lacks a column of ``cols`` or one is not numeric."""
+    types = {field.name: field.dataType for field in frame.schema.fields}
+    missing = [c for c in cols if c not in types]
+    if missing:
+        raise InputError(
+            f"missing feature column(s) {', '.join(missing)}; "
+            f"the table has {', '.join(types) or 'no columns'}"
+        )
+    if numeric:
+        bad = [
+            f"{c} ({types[c].simpleString()})"
+            for c in cols
+            if not isinstance(types[c], NumericType)
+        ]
+        if bad:
+            raise InputError(f"feature column(s) must be numeric: {', '.join(bad)}")
+
+
+def feature_pipeline(
+    feature_cols: Sequence[str], transform: str = "log-standard"
+) -> List[PipelineStage]:
+    """Unfitted stages that turn raw feature columns into the ``features`` vector column.
+
+    Parameters
+    ----------
+    feature_cols
+        Numeric columns, in the order of the vector's coordinates.
+    transform
+        ``"log-standard"`` (default): ``log1p(max(x, 0))`` per column, then standardise each
+        coordinate to mean 0 and (sample) standard deviation 1. Negative values are clamped to 0
+        before the log because ``log1p`` is undefined below -1 and net ``monetary`` is negative
+        for customers whose returns exceed their purchases; for segmentation they are simply
+        "no net spend". ``"standard"``: standardisation without the log. ``"none"``: the raw
+        values.
+
+    Returns
+    -------
+    list of PipelineStage
+        ``[SQLTransformer (log, only for log-standard), VectorAssembler, StandardScaler (not for
+        none)]``. Every stage is savable, so a saved ``PipelineModel`` scores raw features. The
+        log stage adds ``__seg_log_<i>`` columns and the assembler ``__seg_vector``; only
+        ``features`` is meant for use.
+
+    Raises
+    ------
+    SegmentationError
+        For an unknown transform, no feature columns or duplicated ones.
+
+    Notes
+    -----
+    MLlib's ``StandardScaler`` centres only with ``withMean=True`` (set here) and divides by the
+    corrected sample standard deviation; a column with zero variance becomes 0, not NaN. The
+    assembler rejects nulls (``handleInvalid="error"``): the feature table must not have any.
+    """
+    cols = _check_names(feature_cols)
+    _check_transform(transform)
+    stages: List[PipelineStage] = []
+    inputs = cols
+    if transform == "log-standard":
+        logs = [f"{_LOG_PREFIX}{i}" for i in range(len(cols))]
+        # CASE rather than greatest(): greatest(NULL, 0) is 0, which would hide a null feature.
+        expressions = ", ".join(
+            f"log1p(CASE WHEN {_quote(c)} < 0 THEN 0D ELSE CAST({_quote(c)} AS DOUBLE) END) "
+            f"AS {name}"
+            for c, name in zip(cols, logs)
+        )
+        stages.append(SQLTransformer(statement=f"SELECT *, {expressions} FROM __THIS__"))
+        inputs = logs
+    if transform == "none":
+        stages.append(VectorAssembler(inputCols=inputs, outputCol=FEATURES_COL))
+    else:
+        stages.append(VectorAssembler(inputCols=inputs, outputCol=_VECTOR))
+        stages.append(
+            StandardScaler(inputCol=_VECTOR, outputCol=FEATURES_COL, withMean=True, withStd=True)
+        )
+    return stages
+
+
+@dataclass(frozen=True)
+class _ClusterStats:
+    """One non-empty cluster as seen by one ``groupBy`` over the predictions."""
+
+    cluster: int
+    count: int
+    mean_distance: float
+    sum_squared_distance: float
+
+
+def _cluster_stats(
+    predictions: DataFrame,
+    centroids: Sequence[Sequence[float]],
+    features_col: str,
+    prediction_col: str,
+) -> List[_ClusterStats]:
+    """Per non-empty cluster: points, mean Euclidean and summed squared distance to its centroid.
+
+    One ``groupBy`` over ``predictions``; the centroids enter as a literal array of arrays, the
+    distances are computed with SQL higher-order functions (no Python UDF).
+    """
+    centres = F.array(*[F.array(*[F.lit(float(v)) for v in c]) for c in centroids])
+    point = vector_to_array(F.col(features_col))
+    centre = F.element_at(centres, F.col(prediction_col).cast("int") + 1)
+    squared = F.aggregate(
+        F.zip_with(point, centre, lambda a, b: (a - b) * (a - b)),
+        F.lit(0.0),
+        lambda acc, x: acc + x,
+    )
+    rows = (
+        predictions.select(F.col(prediction_col).cast("int").alias("cluster"), squared.alias("sq"))
+        .groupBy("cluster")
+        .agg(
+            F.count(F.lit(1)).alias("count"),
+            F.avg(F.sqrt("sq")).alias("mean_distance"),
+            F.sum("sq").alias("sse"),
+        )
+        .collect()
+    )
+    return sorted(
+        (
+            _ClusterStats(
+                int(r["cluster"]), int(r["count"]), float(r["mean_distance"]), float(r["sse"])
+            )
+            for r in rows
+        ),
+        key=lambda s: s.cluster,
+    )
+
+
+def _distance(a: Sequence[float], b: Sequence[float]) -> float:
+    """Euclidean distance of two points."""
+    return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)))
+
+
+def _finite(value: float) -> Optional[float]:
+    """``value`` or ``None`` if it is NaN or infinite."""
+    return value if math.isfinite(value) else None
+
+
+def _db_ch(
+    stats: Sequence[_ClusterStats], centroids: Sequence[Sequence[float]]
+) -> Tuple[Optional[float], Optional[float]]:
+    """Davies-Bouldin and Calinski-Harabasz from per-cluster statistics and the centroids."""
+    clusters = len(stats)
+    points = sum(s.count for s in stats)
+    if clusters < 2 or clusters >= points:
+        return None, None
+    centres = [list(centroids[s.cluster]) for s in stats]
+    worst: List[float] = []
+    for i, si in enumerate(stats):
+        ratios = []
+        for j, sj in enumerate(stats):
+            if i == j:
+                continue
+            separation = _distance(centres[i], centres[j])
+            # Coinciding centroids: scikit-learn counts the pair as 0 rather than infinity.
+            ratios.append((si.mean_distance + sj.mean_distance) / separation if separation else 0.0)
+        worst.append(max(ratios))
+    davies_bouldin = sum(worst) / clusters
+    dims = len(centres[0])
+    overall = [sum(s.count * c[d] for s, c in zip(stats, centres)) / points for d in range(dims)]
+    between = sum(s.count * _distance(c, overall) ** 2 for s, c in zip(stats, centres))
+    within = sum(s.sum_squared_distance for s in stats)
+    calinski_harabasz = (
+        None
+        if within <= 0
+        else _finite(between * (points - clusters) / (within * (clusters - 1)))
+    )
+    return _finite(davies_bouldin), calinski_harabasz
+
+
+def davies_bouldin_calinski_harabasz(
+    predictions: DataFrame,
+    centroids: Sequence[Sequence[float]],
+    features_col: str = FEATURES_COL,
+    prediction_col: str = _SWEEP_PREDICTION,
+) -> Tuple[Optional[float], Optional[float]]:
+    """Davies-Bouldin and Calinski-Harabasz indices of a clustering (Euclidean distances).
+
+    Parameters
+    ----------
+    predictions
+        One row per point with the vector ``features_col`` and the integer ``prediction_col``
+        indexing ``centroids``.
+    centroids
+        Cluster centres (normally the KMeans centres, which are the means of their points once
+        KMeans has converged). Entries with no point are ignored.
+    features_col, prediction_col
+        Column names.
+
+    Returns
+    -------
+    tuple of (float or None, float or None)
+        ``(davies_bouldin, calinski_harabasz)``; ``None`` when undefined (see the module notes).
+    """
+    return _db_ch(_cluster_stats(predictions, centroids, features_col, prediction_col), centroids)
+
+
+def _check_ks(ks: Sequence[int]) -> List[int]:
+    """The distinct ks in ascending order; each must be an integer >= 2."""
+    values = list(ks)
+    if not values:
+        raise SegmentationError("no k to try")
+    bad = [k for k in values if isinstance(k, bool) or not isinstance(k, int) or k < 2]
+    if bad:
+        raise SegmentationError(f"every k must be an integer >= 2, got {bad}")
+    return sorted(set(values))
+
+
+def _evaluate_k(scaled: DataFrame, points: int, k: int, seed: int, max_iter: int) -> KResult:
+    """Fit KMeans for one k on the cached ``scaled`` frame and measure it."""
+    started = time.perf_counter()
+    model = KMeans(
+        featuresCol=FEATURES_COL,
+        predictionCol=_SWEEP_PREDICTION,
+        k=k,
+        seed=seed,
+        maxIter=max_iter,
+        initMode="k-means||",
+    ).fit(scaled)
+    wssse = float(model.summary.trainingCost)
+    centroids = [[float(v) for v in c] for c in model.clusterCenters()]
+    predictions = model.transform(scaled)
+    stats = _cluster_stats(predictions, centroids, FEATURES_COL, _SWEEP_PREDICTION)
+    sizes = {s.cluster: s.count for s in stats}
+    cluster_sizes = sorted((sizes.get(i, 0) for i in range(len(centroids))), reverse=True)
+    non_empty = len(stats)
+    davies_bouldin, calinski_harabasz = _db_ch(stats, centroids)
+    silhouette: Optional[float] = None
+    if 2 <= non_empty < points:
+        evaluator = ClusteringEvaluator(
+            featuresCol=FEATURES_COL,
+            predictionCol=_SWEEP_PREDICTION,
+            metricName="silhouette",
+            distanceMeasure="squaredEuclidean",
+        )
+        silhouette = _finite(float(evaluator.evaluate(predictions)))
+    seconds = time.perf_counter() - started
+    if non_empty < k:
+        log.warning(
+            "k=%d: only %d non-empty cluster(s) (%d distinct centroid(s) for %d points)",
+            k, non_empty, len(centroids), points,
+        )
+    log.info(
+        "k=%d: wssse=%s, silhouette=%s (squared Euclidean), davies_bouldin=%s, "
+        "calinski_harabasz=%s, sizes=%s, %.1f s",
+        k, _fmt(wssse), _fmt(silhouette), _fmt(davies_bouldin), _fmt(calinski_harabasz),
+        cluster_sizes, seconds,
+    )
+    return KResult(
+        k=k,
+        wssse=wssse,
+        silhouette=silhouette,
+        davies_bouldin=davies_bouldin,
+        calinski_harabasz=calinski_harabasz,
+        cluster_sizes=cluster_sizes,
+        non_empty_clusters=non_empty,
+        seconds=seconds,
+    )
+
+
+def sweep_k(
+    features: DataFrame,
+    feature_cols: Sequence[str],
+    ks: Sequence[int],
+    transform: str = "log-standard",
+    seed: int = 42,
+    sample_fraction: Optional[float] = None,
+    max_iter: int = 20,
+) -> List[KResult]:
+    """Fit KMeans for each k and measure the clusterings, to choose k.
+
+    The (optionally sampled) feature columns are selected, the transform is fitted on them once
+    and the scaled vectors are cached once; every k reuses them. KMeans uses ``k-means||``
+    initialisation and ``seed``. The cache is released before returning, also on error.
+
+    Parameters
+    ----------
+    features
+        Customer-grain table holding ``feature_cols`` (other columns are ignored).
+    feature_cols
+        Numeric, non-null columns to cluster on.
+    ks
+        Values of k to try (integers >= 2; duplicates are dropped, results come in ascending k).
+    transform
+        One of :data:`TRANSFORMS`, see :func:`feature_pipeline`.
+    seed
+        Seed of the sample and of KMeans: the same input, partitioning and seed give the same
+        results.
+    sample_fraction
+        Fraction of customers to sample (without replacement) before fitting, in (0, 1];
+        ``None`` or 1 uses everyone. The transform is then fitted on the sample too.
+    max_iter
+        Maximum KMeans iterations per k.
+
+    Returns
+    -------
+    list of KResult
+        One per distinct k, ascending.
+
+    Raises
+    ------
+    SegmentationError
+        For invalid options.
+    InputError
+        If a feature column is missing or not numeric.
+    EmptyResultError
+        If there is no row to cluster (after sampling).
+
+    Notes
+    -----
+    Passes over the input: one to check it is not empty, one to fit the transform, one to cache
+    the scaled vectors; everything after that reads the cache.
+    """
+    cols = _check_names(feature_cols)
+    _check_transform(transform)
+    k_values = _check_ks(ks)
+    if sample_fraction is not None and not 0 < sample_fraction <= 1:
+        raise SegmentationError(f"sample_fraction must be in (0, 1], got {sample_fraction}")
+    if max_iter < 1:
+        raise SegmentationError(f"max_iter must be >= 1, got {max_iter}")
+    _check_columns(features, cols)
+
+    data = features.select(*[F.col(_quote(c)) for c in cols])
+    if sample_fraction is not None and sample_fraction < 1:
+        data = data.sample(withReplacement=False, fraction=sample_fraction, seed=seed)
+    started = time.perf_counter()
+    if data.isEmpty():  # the scaler cannot be fitted on nothing
+        raise EmptyResultError(
+            "no customers to cluster"
+            + (f" in a {sample_fraction:g} sample" if sample_fraction is not None else "")
+        )
+    scaler = Pipeline(stages=feature_pipeline(cols, transform)).fit(data)
+    scaled = scaler.transform(data).select(FEATURES_COL).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        points = scaled.count()
+        log.info(
+            "sweep: %d customers, features %s, transform %s, ks %s (%.1f s to scale and cache)",
+            points, ", ".join(cols), transform, k_values, time.perf_counter() - started,
+        )
+        return [_evaluate_k(scaled, points, k, seed, max_iter) for k in k_values]
+    finally:
+        scaled.unpersist()
+
+
+def _best_silhouette(results: Sequence[KResult]) -> int:
+    """The k with the highest silhouette, the smaller k on ties; ``None`` silhouettes ignored."""
+    usable = [r for r in results if r.silhouette is not None and math.isfinite(r.silhouette)]
+    if not usable:
+        raise SegmentationError(
+            "cannot choose k: no k has a silhouette (each gave fewer than two non-empty clusters "
+            "or one cluster per customer); try smaller ks or more customers"
+        )
+    best = min(usable, key=lambda r: (-(r.silhouette or 0.0), r.k))
+    return best.k
+
+
+def _elbow(results: Sequence[KResult]) -> Optional[int]:
+    """The knee of the WSSSE curve, or ``None`` when there is none (fewer than 3 ks, a line)."""
+    by_k: Dict[int, float] = {}
+    for r in results:
+        if r.k not in by_k and math.isfinite(r.wssse):
+            by_k[r.k] = r.wssse
+    if len(by_k) < 3:
+        return None
+    ks = sorted(by_k)
+    costs = [by_k[k] for k in ks]
+    low, high = min(costs), max(costs)
+    if high <= low:
+        return None
+    xs = [(k - ks[0]) / (ks[-1] - ks[0]) for k in ks]
+    ys = [(c - low) / (high - low) for c in costs]
+    slope = ys[-1] - ys[0]
+    norm = math.sqrt(1 + slope * slope)
+    best_k: Optional[int] = None
+    best_distance = 1e-12
+    for k, x, y in zip(ks[1:-1], xs[1:-1], ys[1:-1]):
+        # Perpendicular distance below the chord (the convex side of a decreasing cost curve).
+        distance = (ys[0] + slope * x - y) / norm
+        if distance > best_distance:
+            best_k, best_distance = k, distance
+    return best_k
+
+
+def choose_k(results: Sequence[KResult], method: str = "silhouette") -> int:
+    """Pick k from sweep results.
+
+    Parameters
+    ----------
+    results
+        Output of :func:`sweep_k` (any order).
+    method
+        ``"silhouette"``: the k with the highest silhouette (ties go to the smaller k; ``None``
+        silhouettes are ignored). ``"elbow"``: the knee of the WSSSE curve, i.e. the k whose
+        point lies furthest below the chord from the first to the last point, with both axes
+        scaled to [0, 1]; with fewer than 3 ks, or no point below the chord, it falls back to
+        the silhouette.
+
+    Returns
+    -------
+    int
+        The chosen k; a single result gives its k whatever its metrics.
+
+    Raises
+    ------
+    SegmentationError
+        If ``results`` is empty, ``method`` is unknown, or no k is usable.
+    """
+    if method not in CHOOSE_METHODS:
+        raise SegmentationError(
+            f"unknown method {method!r} to choose k; expected one of {', '.join(CHOOSE_METHODS)}"
+        )
+    items = list(results)
+    if not items:
+        raise SegmentationError("cannot choose k: the sweep produced no results")
+    if len({r.k for r in items}) == 1:
+        return items[0].k
+    if method == "elbow":
+        knee = _elbow(items)
+        if knee is not None:
+            log.info("elbow of the WSSSE curve at k=%d", knee)
+            return knee
+        log.info("no elbow in the WSSSE curve (fewer than 3 ks or no bend); using the silhouette")
+    return _best_silhouette(items)
+
+
+def _value_tier(value: float) -> str:
+    """``high``, ``mid`` or ``low`` for a mean standardised value coordinate."""
+    if value >= HIGH_VALUE:
+        return "high"
+    if value >= LOW_VALUE:
+        return "mid"
+    return "low"
+
+
+def _check_weights(
+    value_weights: Mapping[str, float], cols: Sequence[str], recency_col: str
+) -> Dict[str, float]:
+    """Validated weights: known features, finite, a recency feature and a value feature."""
+    unknown = [f for f in value_weights if f not in cols]
+    if unknown:
+        raise SegmentationError(
+            f"value_weights name feature(s) not clustered on: {', '.join(unknown)}"
+        )
+    weights = {f: float(w) for f, w in value_weights.items()}
+    if not all(math.isfinite(w) for w in weights.values()):
+        raise SegmentationError(f"value_weights must be finite numbers, got {weights}")
+    if recency_col not in cols:
+        raise SegmentationError(
+            f"recency column {recency_col!r} is not among the features {', '.join(cols)}"
+        )
+    if not any(w for f, w in weights.items() if f != recency_col):
+        raise SegmentationError(
+            "value_weights need a non-zero weight on at least one feature besides "
+            f"{recency_col!r} (e.g. frequency: 1)"
+        )
+    return weights
+
+
+def segment_labels(
+    ranked_centroids: Sequence[Sequence[float]],
+    feature_cols: Sequence[str],
+    value_weights: Mapping[str, float],
+    recency_col: str = "recency_days",
+) -> List[str]:
+    """Name clusters by the rule of the module docstring.
+
+    Parameters
+    ----------
+    ranked_centroids
+        Standardised centroids, most valuable cluster first.
+    feature_cols
+        Coordinates of the centroids.
+    value_weights
+        Weights of the value score; the features other than ``recency_col`` with a non-zero
+        weight make the value side (a negative weight counts the coordinate negated).
+    recency_col
+        Feature whose coordinate decides recent (< 0) or lapsed (>= 0).
+
+    Returns
+    -------
+    list of str
+        One unique label per centroid, in the same order.
+
+    Raises
+    ------
+    SegmentationError
+        If the weights name unknown features, the recency feature is missing, or there is no
+        value feature.
+    """
+    cols = list(feature_cols)
+    weights = _check_weights(value_weights, cols, recency_col)
+    recency = cols.index(recency_col)
+    value_features = [(cols.index(f), w) for f, w in weights.items() if f != recency_col and w]
+    labels: List[str] = []
+    champions = False
+    for centroid in ranked_centroids:
+        recent = centroid[recency] < 0
+        value = sum(math.copysign(1.0, w) * centroid[i] for i, w in value_features)
+        tier = _value_tier(value / len(value_features))
+        if recent and tier == "high":
+            label = "loyal" if champions else "champions"
+            champions = True
+        elif recent:
+            label = "promising"
+        elif tier == "high":
+            label = "at risk"
+        elif tier == "mid":
+            label = "needs attention"
+        else:
+            label = "hibernating"
+        labels.append(label)
+    seen: Dict[str, int] = {}
+    unique: List[str] = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        unique.append(label if seen[label] == 1 else f"{label} {seen[label]}")
+    return unique
+
+
+def _final_statement(rank_of_raw: Sequence[int], label_of_raw: Sequence[str]) -> str:
+    """SQL mapping the raw KMeans prediction to ranked ``cluster`` and ``segment``.
+
+    It selects the packed input columns back out, which drops every intermediate column.
+    """
+    for label in label_of_raw:
+        if not _LABEL_PATTERN.match(label):  # labels come from segment_labels; keep SQL safe
+            raise SegmentationError(f"unexpected segment label {label!r}")
+    ranks = ", ".join(str(int(r)) for r in rank_of_raw)
+    names = ", ".join(f"'{label}'" for label in label_of_raw)
+    index = f"{_PREDICTION} + 1"
+    return (
+        f"SELECT {_INPUT_STRUCT}.*, "
+        f"CAST(element_at(array({ranks}), {index}) AS INT) AS {CLUSTER_COL}, "
+        f"element_at(array({names}), {index}) AS {SEGMENT_COL} "
+        "FROM __THIS__"
+    )
+
+
+def _pack_statement(cols: Sequence[str]) -> str:
+    """SQL keeping the whole input row in one struct next to the feature columns."""
+    return (
+        f"SELECT struct(*) AS {_INPUT_STRUCT}, {', '.join(_quote(c) for c in cols)} FROM __THIS__"
+    )
+
+
+def _check_assignable(frame: DataFrame, cols: Sequence[str]) -> None:
+    """Raise :class:`InputError` if ``frame`` cannot be assigned segments."""
+    _check_columns(frame, cols)
+    taken = [c for c in (CLUSTER_COL, SEGMENT_COL) if c in frame.columns]
+    if taken:
+        raise InputError(f"the input already has column(s) {', '.join(taken)}")
+
+
+@dataclass(frozen=True)
+class SegmentationModel:
+    """A fitted segmentation: scoring pipeline, ranked centroids and segment labels.
+
+    Attributes
+    ----------
+    pipeline
+        Stages: pack the input row, feature transform, KMeans, and a final ``SQLTransformer``
+        mapping KMeans' prediction to the ranked ``cluster`` and its ``segment`` (literal arrays)
+        while dropping every intermediate column. Savable; a loaded copy scores raw features.
+    centroids
+        Centroids in the scaled space (raw units for ``transform="none"``), indexed by ranked
+        cluster id, coordinates in ``feature_cols`` order.
+    labels
+        Segment label of each ranked cluster id.
+    feature_cols
+        The features clustered on.
+    """
+
+    pipeline: PipelineModel
+    centroids: List[List[float]]
+    labels: List[str]
+    feature_cols: Tuple[str, ...]
+
+    def assign(self, features: DataFrame) -> DataFrame:
+        """Add ``cluster`` (int, 0 = most valuable) and ``segment`` (label) to each row.
+
+        Parameters
+        ----------
+        features
+            A table with the model's feature columns (non-null); any other columns pass through.
+
+        Returns
+        -------
+        DataFrame
+            The input columns, in order, then ``cluster`` and ``segment``.
+
+        Raises
+        ------
+        InputError
+            If a feature column is missing or not numeric, or ``cluster``/``segment`` exist.
+        """
+        _check_assignable(features, self.feature_cols)
+        return self.pipeline.transform(features)
+
+    def save(self, path: str, overwrite: bool = False) -> None:
+        """Save the scoring pipeline to ``path`` (any Hadoop file system URI, e.g. ``s3://``).
+
+        Parameters
+        ----------
+        path
+            Target directory.
+        overwrite
+            Replace an existing model at ``path``.
+        """
+        writer = self.pipeline.write()
+        (writer.overwrite() if overwrite else writer).save(path)
+
+    @classmethod
+    def load(cls, path: str) -> SegmentationModel:
+        """Load a model saved by :meth:`save` (or ``pipeline.save``).
+
+        Parameters
+        ----------
+        path
+            Directory of the saved pipeline.
+
+        Returns
+        -------
+        SegmentationModel
+            With centroids, labels and feature columns recovered from the pipeline.
+        """
+        return cls.from_pipeline(PipelineModel.load(path))
+
+    @classmethod
+    def from_pipeline(cls, pipeline: PipelineModel) -> SegmentationModel:
+        """Rebuild the model from its pipeline (as made by :func:`fit_segments`).
+
+        Parameters
+        ----------
+        pipeline
+            The fitted scoring pipeline.
+
+        Returns
+        -------
+        SegmentationModel
+            Centroids and labels read back from the KMeans stage and the final mapping.
+
+        Raises
+        ------
+        SegmentationError
+            If the pipeline was not made by :func:`fit_segments`.
+        """
+        stages = pipeline.stages
+        if (
+            len(stages) < 4
+            or not isinstance(stages[0], SQLTransformer)
+            or not isinstance(stages[-2], KMeansModel)
+            or not isinstance(stages[-1], SQLTransformer)
+            or _INPUT_STRUCT not in stages[0].getStatement()
+        ):
+            raise SegmentationError("not a segmentation pipeline made by fit_segments")
+        pack = stages[0].getStatement().split(f"AS {_INPUT_STRUCT},", 1)[1]
+        cols = tuple(m.replace("``", "`") for m in _QUOTED_NAME.findall(pack))
+        kmeans = stages[-2]
+        assert isinstance(kmeans, KMeansModel)
+        raw = [[float(v) for v in c] for c in kmeans.clusterCenters()]
+        spark = SparkSession.builder.getOrCreate()
+        probe = spark.range(len(raw)).selectExpr(
+            f"CAST(id AS INT) AS {_PREDICTION}", f"named_struct('id', id) AS {_INPUT_STRUCT}"
+        )
+        rows = stages[-1].transform(probe).collect()  # one row per centroid
+        ranked: List[Tuple[int, int, str]] = sorted(
+            (int(r[CLUSTER_COL]), int(r["id"]), str(r[SEGMENT_COL])) for r in rows
+        )
+        return cls(
+            pipeline=pipeline,
+            centroids=[raw[raw_id] for _, raw_id, _ in ranked],
+            labels=[label for _, _, label in ranked],
+            feature_cols=cols,
+        )
+
+
+def _standardised(
+    features: DataFrame, cols: Sequence[str], centroids: Sequence[Sequence[float]]
+) -> List[List[float]]:
+    """Raw-unit centroids standardised by the features' mean and sample std (one aggregate)."""
+    stats = features.agg(
+        *[F.avg(F.col(_quote(c))).alias(f"m{i}") for i, c in enumerate(cols)],
+        *[F.stddev_samp(F.col(_quote(c))).alias(f"s{i}") for i, c in enumerate(cols)],
+    ).first()
+    assert stats is not None  # a global aggregate always has one row
+    means = [float(stats[f"m{i}"] or 0.0) for i in range(len(cols))]
+    stds = [float(stats[f"s{i}"] or 0.0) for i in range(len(cols))]
+    return [
+        [(v - m) / s if s > 0 and math.isfinite(s) else 0.0 for v, m, s in zip(c, means, stds)]
+        for c in centroids
+    ]
+
+
+def fit_segments(
+    features: DataFrame,
+    feature_cols: Sequence[str],
+    k: int,
+    value_weights: Mapping[str, float],
+    transform: str = "log-standard",
+    seed: int = 42,
+    max_iter: int = 20,
+    recency_col: str = "recency_days",
+) -> SegmentationModel:
+    """Fit the final segmentation on all rows, rank the clusters by value and name them.
+
+    Parameters
+    ----------
+    features
+        Customer-grain table with ``feature_cols`` (non-null); other columns pass through
+        :meth:`SegmentationModel.assign`. It must not have ``cluster`` or ``segment`` columns.
+    feature_cols
+        Numeric columns to cluster on.
+    k
+        Number of clusters (>= 2). KMeans may return fewer if there are fewer distinct points.
+    value_weights
+        Weight of each feature in the value score (see the module docstring), e.g.
+        ``{"recency_days": -1, "frequency": 1, "monetary": 1}``; features not named weigh 0.
+    transform
+        One of :data:`TRANSFORMS`.
+    seed
+        KMeans seed.
+    max_iter
+        Maximum KMeans iterations.
+    recency_col
+        Feature that decides "recent" vs "lapsed" in the labels.
+
+    Returns
+    -------
+    SegmentationModel
+        Cluster 0 is the most valuable; see :meth:`SegmentationModel.assign`.
+
+    Raises
+    ------
+    SegmentationError
+        For invalid options or weights.
+    InputError
+        If a feature column is missing or not numeric, or ``cluster``/``segment`` exist.
+    EmptyResultError
+        If ``features`` has no row.
+    """
+    cols = _check_names(feature_cols)
+    _check_transform(transform)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise SegmentationError(f"k must be an integer >= 2, got {k!r}")
+    weights = _check_weights(value_weights, cols, recency_col)
+    _check_assignable(features, cols)
+    started = time.perf_counter()
+    if features.isEmpty():
+        raise EmptyResultError("no customers to cluster")
+    kmeans = KMeans(
+        featuresCol=FEATURES_COL,
+        predictionCol=_PREDICTION,
+        k=k,
+        seed=seed,
+        maxIter=max_iter,
+        initMode="k-means||",
+    )
+    stages: List[PipelineStage] = [
+        SQLTransformer(statement=_pack_statement(cols)),
+        *feature_pipeline(cols, transform),
+        kmeans,
+    ]
+    fitted = Pipeline(stages=stages).fit(features)
+    model = fitted.stages[-1]
+    assert isinstance(model, KMeansModel)
+    raw = [[float(v) for v in c] for c in model.clusterCenters()]
+    if len(raw) < k:
+        log.warning("KMeans returned %d centroids for k=%d (few distinct customers)", len(raw), k)
+    standard = _standardised(features, cols, raw) if transform == "none" else raw
+    scores = [sum(weights.get(f, 0.0) * c[i] for i, f in enumerate(cols)) for c in standard]
+    order = sorted(range(len(raw)), key=lambda j: (-scores[j], j))  # rank -> raw KMeans index
+    labels = segment_labels([standard[j] for j in order], cols, weights, recency_col)
+    rank_of_raw = [0] * len(raw)
+    for rank, j in enumerate(order):
+        rank_of_raw[j] = rank
+    mapping = SQLTransformer(
+        statement=_final_statement(rank_of_raw, [labels[r] for r in rank_of_raw])
+    )
+    log.info(
+        "fitted k=%d on %s (%s) in %.1f s: %s",
+        k, ", ".join(cols), transform, time.perf_counter() - started,
+        "; ".join(f"{rank} {label} (score {scores[j]:.2f})"
+                  for rank, (j, label) in enumerate(zip(order, labels))),
+    )
+    return SegmentationModel(
+        pipeline=PipelineModel(stages=[*fitted.stages, mapping]),
+        centroids=[raw[j] for j in order],
+        labels=labels,
+        feature_cols=tuple(cols),
+    )
+
+
+def segment_profiles(
+    assignments: DataFrame,
+    feature_cols: Sequence[str],
+    value_col: Optional[str],
+    model: SegmentationModel,
+) -> DataFrame:
+    """Summarise each segment: size, shares, feature means, approximate medians, centroid.
+
+    Parameters
+    ----------
+    assignments
+        Output of :meth:`SegmentationModel.assign` (``cluster``, ``segment`` and the features).
+    feature_cols
+        Numeric columns to describe; need not be the clustered ones (``centroid_<f>`` is null for
+        a feature the model did not cluster on).
+    value_col
+        Numeric column whose total is shared out in ``value_share`` (``monetary``, clicks), or
+        ``None``.
+    model
+        The model that made the assignments (for the centroids).
+
+    Returns
+    -------
+    DataFrame
+        One row per non-empty cluster, ordered by ``cluster``: ``cluster`` (int), ``segment``,
+        ``customers`` (long), ``customer_share`` (of all customers), ``value_share`` (the
+        cluster's total ``value_col`` over the grand total; null without ``value_col`` or when
+        the grand total is 0; with negative values, e.g. net monetary, a share can fall outside
+        [0, 1]), then for each feature ``f``: ``mean_<f>``, ``median_<f>`` and ``centroid_<f>``
+        (double). Medians are **approximate** (``percentile_approx``, accuracy
+        :data:`MEDIAN_ACCURACY`, exact for clusters smaller than that): the lower middle value
+        for an even count, never an average of two values.
+
+    Raises
+    ------
+    InputError
+        If a column is missing or not numeric.
+
+    Notes
+    -----
+    One ``groupBy`` over the assignments; shares come from a window over the grouped rows (one
+    per cluster) and centroids from a literal array, so nothing is joined back.
+    """
+    cols = _check_names(feature_cols)
+    measured = cols + ([value_col] if value_col is not None and value_col not in cols else [])
+    _check_columns(assignments, measured)
+    _check_columns(assignments, [CLUSTER_COL, SEGMENT_COL], numeric=False)
+
+    aggregates: List[Column] = [F.count(F.lit(1)).alias("customers")]
+    if value_col is not None:
+        aggregates.append(F.sum(F.col(_quote(value_col)).cast("double")).alias("__value"))
+    for i, c in enumerate(cols):
+        column = F.col(_quote(c))
+        aggregates.append(F.avg(column).alias(f"__mean_{i}"))
+        aggregates.append(
+            F.percentile_approx(column, 0.5, MEDIAN_ACCURACY).cast("double").alias(f"__median_{i}")
+        )
+    grouped = assignments.groupBy(CLUSTER_COL, SEGMENT_COL).agg(*aggregates)
+
+    # All clusters in one window: the grouped frame has one row per cluster.
+    everyone = Window.partitionBy(F.lit(0))
+    if value_col is not None:
+        total = F.sum("__value").over(everyone)
+        value_share = F.when(total != 0, F.col("__value") / total)
+    else:
+        value_share = F.lit(None)
+    index = F.col(CLUSTER_COL).cast("int") + 1
+    columns: List[Column] = [
+        F.col(CLUSTER_COL).cast("int").alias(CLUSTER_COL),
+        F.col(SEGMENT_COL),
+        F.col("customers"),
+        (F.col("customers") / F.sum("customers").over(everyone)).alias("customer_share"),
+        value_share.cast("double").alias("value_share"),
+    ]
+    for i, c in enumerate(cols):
+        if c in model.feature_cols:
+            position = model.feature_cols.index(c)
+            centroid = F.element_at(
+                F.array(*[F.lit(float(centre[position])) for centre in model.centroids]), index
+            )
+        else:
+            centroid = F.lit(None)
+        columns += [
+            F.col(f"__mean_{i}").cast("double").alias(f"mean_{c}"),
+            F.col(f"__median_{i}").alias(f"median_{c}"),
+            centroid.cast("double").alias(f"centroid_{c}"),
+        ]
+    return grouped.select(*columns).orderBy(CLUSTER_COL)

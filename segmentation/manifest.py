@@ -1,0 +1,72 @@
+"""The run manifest: what a job read, dropped, chose and wrote, with timings and versions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, Optional, Sequence
+
+from segmentation import __version__
+
+log = logging.getLogger(__name__)
+
+
+def _versions() -> Dict[str, str]:
+    import pyarrow
+    import pyspark
+
+    return {
+        "segmentation": __version__,
+        "pyspark": pyspark.__version__,
+        "pyarrow": pyarrow.__version__,
+        "python": platform.python_version(),
+    }
+
+
+class RunManifest:
+    """Collects ``manifest.json`` while a job runs.
+
+    Examples
+    --------
+    >>> manifest = RunManifest("features", ["--source", "retail"])
+    >>> with manifest.stage("read"):
+    ...     pass
+    >>> sorted(manifest.document["timings_seconds"])
+    ['read']
+    """
+
+    def __init__(self, command: str, argv: Optional[Sequence[str]] = None) -> None:
+        self._started = time.monotonic()
+        self.document: Dict[str, Any] = {
+            "command": command,
+            "arguments": list(argv if argv is not None else sys.argv[1:]),
+            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "versions": _versions(),
+            "timings_seconds": {},
+        }
+
+    def set(self, key: str, value: Any) -> None:
+        """Record ``value`` under ``key`` at the top level."""
+        self.document[key] = value
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time a stage, log its start and end, and record its seconds."""
+        log.info("%s ...", name)
+        started = time.monotonic()
+        yield
+        seconds = round(time.monotonic() - started, 3)
+        self.document["timings_seconds"][name] = seconds
+        log.info("%s done in %.1f s", name, seconds)
+
+    def finish(self) -> Dict[str, Any]:
+        """Stamp the end time and the total duration; return the document."""
+        self.document["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(
+            timespec="seconds"
+        )
+        self.document["timings_seconds"]["total"] = round(time.monotonic() - self._started, 3)
+        return self.document

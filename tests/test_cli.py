@@ -1,0 +1,138 @@
+"""The command line as users run it: --help, spark-submit of jobs/, the events source."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.testing import assertDataFrameEqual
+
+from segmentation.cli import build_parser, format_profiles, main, parse_k
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("command", ["ingest", "features", "cluster", "run"])
+def test_every_flag_is_documented(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    for action in sub._actions:
+        assert action.help, f"{command} {action.option_strings} has no help"
+        for flag in action.option_strings:
+            assert flag in text
+
+
+def test_parse_k() -> None:
+    assert parse_k("4") == (4,)
+    assert parse_k("2-5") == (2, 3, 4, 5)
+    assert parse_k("2-3,8,3") == (2, 3, 8)
+
+
+def test_format_profiles_table() -> None:
+    table = format_profiles(
+        [
+            {"cluster": 0, "segment": "champions", "customers": 1200, "customer_share": 0.6,
+             "value_share": 0.9, "mean_recency_days": 3.25, "mean_frequency": 12.0},
+            {"cluster": 1, "segment": "hibernating", "customers": 800, "customer_share": 0.4,
+             "value_share": 0.1, "mean_recency_days": 200.0, "mean_frequency": 1.5},
+        ],
+        ["recency_days", "frequency"],
+    )
+    assert table.splitlines() == [
+        "cluster  segment      customers  share  value share  mean recency_days  mean frequency",
+        "0        champions        1,200  60.0%        90.0%                3.2            12.0",
+        "1        hibernating        800  40.0%        10.0%              200.0             1.5",
+    ]
+
+
+def test_events_source_with_column_mapping(spark: SparkSession, tmp_path: Path) -> None:
+    log = tmp_path / "orders.tsv"
+    rows = ["user\twhen\torder\ttotal"]
+    for user in range(12):
+        for order in range(1 + user % 4):
+            rows.append(f"u{user}\t2024-03-{1 + order + user % 9:02d} 10:00:00\to{user}-{order}"
+                        f"\t{10.0 * (1 + user % 3):.2f}")
+    log.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    assert main(["run", "--source", "events", "--input", str(log), "--output", str(out),
+                 "--customer-col", "user", "--timestamp-col", "when", "--session-col", "order",
+                 "--amount-col", "total", "--k", "2-3"]) == 0
+    features = spark.read.parquet(str(out / "features")).filter("customer_id = 'u7'")
+    # u7: orders o7-0..o7-3 on 2024-03-08..11, 20.00 each; 03-11 is the latest event of all,
+    # so the reference date is 2024-03-12.
+    assertDataFrameEqual(
+        features.select("recency_days", "frequency", "monetary", "events"),
+        spark.createDataFrame([(1, 4, 80.0, 4)],
+                              "recency_days int, frequency long, monetary double, events long"),
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"] == "events"
+    assert manifest["clustering"]["feature_columns"] == ["recency_days", "frequency", "monetary"]
+
+
+@pytest.mark.e2e
+def test_spark_submit_runs_the_job_script(retail_sample: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    done = subprocess.run(
+        [str(BIN / "spark-submit"), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+         str(REPO / "jobs" / "run.py"), "--source", "retail", "--input", str(retail_sample),
+         "--output", str(out), "--k", "3", "--max-iter", "5"],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "_SUCCESS").exists()
+    # spark-submit merges the Python driver's stderr (progress logging) into stdout.
+    lines = done.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("cluster  segment"))
+    assert [line.split()[0] for line in lines[start + 1:start + 4]] == ["0", "1", "2"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["clustering"]["selection"] == "fixed"
+    assert manifest["customers"]["kept"] == 254  # = the DuckDB oracle of test_e2e_retail
+
+
+@pytest.mark.e2e
+def test_console_script_bad_input_exits_2(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(BIN / "segmentation"), "features", "--source", "retail", "--input",
+         str(tmp_path / "missing.csv"), "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"error: input not found: {tmp_path}/missing.csv"
+
+
+@pytest.mark.e2e
+def test_features_then_cluster_as_two_steps(
+    spark: SparkSession, retail_sample: Path, tmp_path: Path
+) -> None:
+    stage1 = tmp_path / "features-run"
+    assert main(["features", "--source", "retail", "--input", str(retail_sample),
+                 "--output", str(stage1)]) == 0
+    assert sorted(p.name for p in stage1.iterdir()) == ["_SUCCESS", "features", "manifest.json"]
+    stage2 = tmp_path / "segments"
+    # --input may be the features folder or the earlier run's output folder holding it
+    assert main(["cluster", "--input", str(stage1), "--output", str(stage2), "--k", "2-3",
+                 "--features", "recency_days,frequency", "--select", "elbow"]) == 0
+    assert sorted(p.name for p in stage2.iterdir()) == sorted(
+        ["_SUCCESS", "assignments", "k_selection", "k_selection.json", "manifest.json", "model",
+         "profiles", "profiles.json"]
+    )
+    manifest = json.loads((stage2 / "manifest.json").read_text())
+    assert manifest["clustering"]["feature_columns"] == ["recency_days", "frequency"]
+    assert manifest["clustering"]["selection"] == "elbow"
+    assert manifest["customers"]["kept"] == 254
+    assignments = spark.read.parquet(str(stage2 / "assignments"))
+    features = spark.read.parquet(str(stage1 / "features"))
+    assert assignments.select("customer_id").exceptAll(features.select("customer_id")).count() == 0
+    assert assignments.count() == 254

@@ -1,0 +1,572 @@
+"""Tests of segmentation.clustering: transforms, k sweep, k choice, final model, profiles."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pytest
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.feature import VectorAssembler
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+from pyspark.testing import assertDataFrameEqual
+
+from segmentation.clustering import (
+    KResult,
+    SegmentationModel,
+    choose_k,
+    davies_bouldin_calinski_harabasz,
+    feature_pipeline,
+    fit_segments,
+    segment_labels,
+    segment_profiles,
+    sweep_k,
+)
+from segmentation.errors import EmptyResultError, InputError, SegmentationError
+
+E = math.e
+RFM_WEIGHTS = {"recency_days": -1.0, "frequency": 1.0, "monetary": 1.0}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def features_of(frame: DataFrame) -> List[List[float]]:
+    """The ``features`` vectors of a tiny test frame, ordered by customer_id."""
+    return [list(r["features"]) for r in frame.orderBy("customer_id").collect()]
+
+
+def xy_frame(spark: SparkSession, points: Sequence[Tuple[float, float]]) -> DataFrame:
+    schema = StructType(
+        [
+            StructField("customer_id", StringType(), False),
+            StructField("x", DoubleType(), False),
+            StructField("y", DoubleType(), False),
+        ]
+    )
+    return spark.createDataFrame(
+        [(f"c{i:02d}", float(x), float(y)) for i, (x, y) in enumerate(points)], schema
+    )
+
+
+# 3 blobs of 20 points: the same 5 x 4 grid of offsets around (0, 0), (10, 0) and (0, 10).
+OFFSETS = [(dx, dy) for dx in (-0.4, -0.2, 0.0, 0.2, 0.4) for dy in (-0.3, -0.1, 0.1, 0.3)]
+CENTRES = [(0.0, 0.0), (10.0, 0.0), (0.0, 10.0)]
+BLOB_POINTS = [(cx + dx, cy + dy) for cx, cy in CENTRES for dx, dy in OFFSETS]
+BLOB_LABELS = [b for b in range(3) for _ in OFFSETS]
+
+
+def numpy_db_ch(points: np.ndarray, labels: Sequence[int]) -> Tuple[float, float]:
+    """Davies-Bouldin and Calinski-Harabasz as scikit-learn defines them (centroid = mean)."""
+    ids = sorted(set(labels))
+    lab = np.array(labels)
+    cents = np.array([points[lab == c].mean(axis=0) for c in ids])
+    scatter = np.array(
+        [np.linalg.norm(points[lab == c] - cents[i], axis=1).mean() for i, c in enumerate(ids)]
+    )
+    worst = []
+    for i in range(len(ids)):
+        worst.append(
+            max(
+                (scatter[i] + scatter[j]) / np.linalg.norm(cents[i] - cents[j])
+                for j in range(len(ids))
+                if j != i
+            )
+        )
+    db = float(np.mean(worst))
+    overall = points.mean(axis=0)
+    between = sum((lab == c).sum() * np.sum((cents[i] - overall) ** 2) for i, c in enumerate(ids))
+    within = sum(np.sum((points[lab == c] - cents[i]) ** 2) for i, c in enumerate(ids))
+    n, k = len(points), len(ids)
+    return db, float(between * (n - k) / (within * (k - 1)))
+
+
+def numpy_squared_silhouette(points: np.ndarray, labels: Sequence[int]) -> float:
+    """Mean silhouette on squared Euclidean distances (MLlib's squaredEuclidean)."""
+    lab = np.array(labels)
+    d2 = ((points[:, None, :] - points[None, :, :]) ** 2).sum(axis=2)
+    scores = []
+    for i in range(len(points)):
+        own = lab == lab[i]
+        if own.sum() == 1:
+            scores.append(0.0)
+            continue
+        a = d2[i, own].sum() / (own.sum() - 1)
+        b = min(d2[i, lab == c].mean() for c in set(labels) if c != lab[i])
+        scores.append((b - a) / max(a, b))
+    return float(np.mean(scores))
+
+
+def result(
+    k: int,
+    wssse: float,
+    silhouette: Optional[float] = None,
+) -> KResult:
+    return KResult(
+        k=k,
+        wssse=wssse,
+        silhouette=silhouette,
+        davies_bouldin=None,
+        calinski_harabasz=None,
+        cluster_sizes=[1] * k,
+        non_empty_clusters=k,
+        seconds=0.0,
+    )
+
+
+def without_seconds(results: Sequence[KResult]) -> List[Dict[str, object]]:
+    return [{k: v for k, v in r.to_dict().items() if k != "seconds"} for r in results]
+
+
+# ---------------------------------------------------------------- (1) transforms
+
+
+@pytest.fixture(scope="module")
+def tiny(spark: SparkSession) -> DataFrame:
+    # a: negative (clamped) and e-1, e^2-1 so that log1p gives 0, 1, 2; b: constant; c: 1, 2, 3.
+    schema = StructType(
+        [
+            StructField("customer_id", StringType(), False),
+            StructField("a", DoubleType(), False),
+            StructField("b", IntegerType(), False),
+            StructField("c", LongType(), False),
+        ]
+    )
+    return spark.createDataFrame(
+        [("x", -5.0, 7, 1), ("y", E - 1, 7, 2), ("z", E * E - 1, 7, 3)], schema
+    )
+
+
+def test_log_standard_transform_by_hand(tiny: DataFrame, tmp_path: Path) -> None:
+    fitted = Pipeline(stages=feature_pipeline(["a", "b", "c"], "log-standard")).fit(tiny)
+    got = features_of(fitted.transform(tiny))
+    # c: log1p(1, 2, 3) = ln 2, ln 3, ln 4; mean and corrected sample std of those.
+    logs = [math.log(2), math.log(3), math.log(4)]
+    mean = sum(logs) / 3
+    std = math.sqrt(sum((v - mean) ** 2 for v in logs) / 2)
+    expected = [[-1.0, 0.0, (v - mean) / std] for v in logs]
+    # a: log1p(max(-5, 0)) = 0, 1, 2 -> mean 1, sample std 1; b: zero variance -> 0, not NaN.
+    expected[1][0], expected[2][0] = 0.0, 1.0
+    for row, want in zip(got, expected):
+        assert row == pytest.approx(want, abs=1e-12)
+    # The log step is a saved stage: the reloaded model scores raw columns identically.
+    path = str(tmp_path / "scaler")
+    fitted.write().save(path)
+    assert features_of(PipelineModel.load(path).transform(tiny)) == got
+
+
+def test_standard_and_none_transforms(tiny: DataFrame) -> None:
+    standard = Pipeline(stages=feature_pipeline(["c", "b"], "standard")).fit(tiny)
+    # c = 1, 2, 3: mean 2, sample std 1 (no log); b constant -> 0.
+    assert features_of(standard.transform(tiny)) == [[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]]
+    raw = Pipeline(stages=feature_pipeline(["a", "b", "c"], "none")).fit(tiny)
+    assert features_of(raw.transform(tiny)) == [
+        [-5.0, 7.0, 1.0],
+        [E - 1, 7.0, 2.0],
+        [E * E - 1, 7.0, 3.0],
+    ]
+
+
+def test_transform_and_input_errors(tiny: DataFrame) -> None:
+    with pytest.raises(SegmentationError, match="unknown feature transform 'log'"):
+        feature_pipeline(["a"], "log")
+    with pytest.raises(SegmentationError, match="listed twice: a"):
+        feature_pipeline(["a", "a"])
+    with pytest.raises(InputError, match="missing feature column"):
+        sweep_k(tiny, ["a", "nope"], [2])
+    with pytest.raises(InputError, match="must be numeric: customer_id"):
+        sweep_k(tiny, ["customer_id"], [2])
+    with pytest.raises(SegmentationError, match="integer >= 2"):
+        sweep_k(tiny, ["a"], [1, 2])
+
+
+# ---------------------------------------------------------------- (2) sweep on 3 blobs
+
+
+@pytest.fixture(scope="module")
+def blobs(spark: SparkSession) -> DataFrame:
+    return xy_frame(spark, BLOB_POINTS)
+
+
+@pytest.fixture(scope="module")
+def blob_sweep(blobs: DataFrame) -> List[KResult]:
+    return sweep_k(blobs, ["x", "y"], [5, 2, 3, 4, 3], transform="none", max_iter=10)
+
+
+def test_sweep_finds_three_blobs(blob_sweep: List[KResult]) -> None:
+    assert [r.k for r in blob_sweep] == [2, 3, 4, 5]
+    by_k = {r.k: r for r in blob_sweep}
+    for r in blob_sweep:
+        assert r.non_empty_clusters == r.k
+        assert sum(r.cluster_sizes) == 60
+        assert r.cluster_sizes == sorted(r.cluster_sizes, reverse=True)
+        assert r.silhouette is not None and r.davies_bouldin is not None
+        assert r.calinski_harabasz is not None
+        assert math.isfinite(r.davies_bouldin) and math.isfinite(r.calinski_harabasz)
+        assert r.seconds > 0
+    best = by_k[3]
+    assert best.cluster_sizes == [20, 20, 20]
+    assert all(best.silhouette > r.silhouette for r in blob_sweep if r.k != 3)  # type: ignore
+    assert all(best.davies_bouldin < r.davies_bouldin for r in blob_sweep if r.k != 3)  # type: ignore
+    assert all(
+        best.calinski_harabasz > r.calinski_harabasz for r in blob_sweep if r.k != 3  # type: ignore
+    )
+    assert choose_k(blob_sweep, "silhouette") == 3
+    assert choose_k(blob_sweep, "elbow") == 3
+
+
+def test_sweep_metrics_match_numpy(blob_sweep: List[KResult]) -> None:
+    three = next(r for r in blob_sweep if r.k == 3)
+    points = np.array(BLOB_POINTS)
+    db, ch = numpy_db_ch(points, BLOB_LABELS)
+    # Every point is 0.13 (squared) from its blob's mean on average: var(dx) 0.08 + var(dy) 0.05.
+    assert three.wssse == pytest.approx(60 * 0.13, rel=1e-9)
+    assert three.davies_bouldin == pytest.approx(db, rel=1e-9)
+    assert three.calinski_harabasz == pytest.approx(ch, rel=1e-9)
+    silhouette = numpy_squared_silhouette(points, BLOB_LABELS)
+    assert three.silhouette == pytest.approx(silhouette, rel=1e-9)
+
+
+def test_db_ch_of_an_arbitrary_labelling(spark: SparkSession) -> None:
+    # 7 points, labels 0, 2 and 3 (centroid 1 has no point and must be ignored).
+    pts = [(0.0, 0.0), (1.0, 0.0), (0.0, 2.0), (5.0, 5.0), (6.0, 5.0), (9.0, 0.0), (9.0, 3.0)]
+    labels = [0, 0, 0, 2, 2, 3, 3]
+    arr = np.array(pts)
+    cents = [arr[np.array(labels) == c].mean(axis=0).tolist() for c in (0, 2, 3)]
+    centroids = [cents[0], [100.0, 100.0], cents[1], cents[2]]
+    schema = "x double, y double, prediction int"
+    frame = spark.createDataFrame([(x, y, c) for (x, y), c in zip(pts, labels)], schema)
+    predictions = VectorAssembler(inputCols=["x", "y"], outputCol="features").transform(frame)
+    db, ch = davies_bouldin_calinski_harabasz(predictions, centroids)
+    want_db, want_ch = numpy_db_ch(arr, labels)
+    assert db == pytest.approx(want_db, rel=1e-12)
+    assert ch == pytest.approx(want_ch, rel=1e-12)
+
+
+# ---------------------------------------------------------------- (3) degenerate inputs
+
+
+def test_fewer_distinct_points_than_k(spark: SparkSession) -> None:
+    frame = xy_frame(spark, [(1.0, 1.0), (1.0, 1.0), (1.0, 1.0), (4.0, 9.0), (4.0, 9.0)])
+    [r] = sweep_k(frame, ["x", "y"], [4], max_iter=5)
+    assert r.k == 4
+    assert r.non_empty_clusters == 2
+    assert sum(r.cluster_sizes) == 5 and r.cluster_sizes[:2] == [3, 2]
+    assert all(s == 0 for s in r.cluster_sizes[2:])
+    assert r.wssse == pytest.approx(0.0, abs=1e-12)
+    assert r.silhouette == pytest.approx(1.0)  # every point sits on its centroid
+    assert r.davies_bouldin == pytest.approx(0.0, abs=1e-12)
+    assert r.calinski_harabasz is None  # zero within-cluster spread: the index is infinite
+    assert choose_k([r]) == 4
+
+
+def test_one_cluster_and_one_point_per_cluster(spark: SparkSession) -> None:
+    same = xy_frame(spark, [(2.0, 3.0)] * 4)
+    [one] = sweep_k(same, ["x", "y"], [2], max_iter=5)
+    assert (one.non_empty_clusters, one.cluster_sizes) == (1, [4])
+    assert (one.silhouette, one.davies_bouldin, one.calinski_harabasz) == (None, None, None)
+
+    three = xy_frame(spark, [(0.0, 0.0), (0.0, 1.0), (8.0, 8.0)])
+    two, singletons = sweep_k(three, ["x", "y"], [2, 3], transform="none", max_iter=5)
+    assert two.non_empty_clusters == 2 and two.silhouette is not None
+    assert singletons.non_empty_clusters == 3 and singletons.cluster_sizes == [1, 1, 1]
+    assert singletons.silhouette is None and singletons.davies_bouldin is None
+    assert singletons.calinski_harabasz is None
+    assert choose_k([two, singletons]) == 2
+    with pytest.raises(SegmentationError, match="no k has a silhouette"):
+        choose_k([one, singletons])
+
+
+def test_empty_input_is_an_error(spark: SparkSession) -> None:
+    empty = spark.createDataFrame([], "customer_id string, x double")
+    with pytest.raises(EmptyResultError, match="no customers"):
+        sweep_k(empty, ["x"], [2])
+    with pytest.raises(EmptyResultError, match="no customers"):
+        sweep_k(xy_frame(spark, [(1.0, 2.0)]), ["x"], [2], seed=3, sample_fraction=0.01)
+    with pytest.raises(EmptyResultError, match="no customers"):
+        fit_segments(empty.withColumnRenamed("x", "recency_days").withColumn("f", F.lit(1)),
+                     ["recency_days", "f"], 2, {"recency_days": -1, "f": 1})
+
+
+# ---------------------------------------------------------------- (4) fit_segments
+
+RFM_SCHEMA = StructType(
+    [
+        StructField("customer_id", StringType(), False),
+        StructField("recency_days", IntegerType(), False),
+        StructField("frequency", LongType(), False),
+        StructField("monetary", DoubleType(), False),
+        StructField("features", StringType(), True),  # an unrelated column with a busy name
+    ]
+)
+
+# Four blobs in RFM space; in log-standard space (computed with numpy when designing the test)
+# their mean coordinates (recency, frequency, monetary) are about
+#   A (-1.14, 1.08, 0.97) score 3.19 -> recent, value 1.02 -> champions
+#   D ( 0.83, 0.83, 0.86) score 0.86 -> lapsed, value 0.85 -> at risk
+#   B (-0.77,-0.96,-0.61) score -0.80 -> recent, value -0.78 -> promising
+#   C ( 1.08,-0.96,-1.22) score -3.25 -> lapsed, value -1.09 -> hibernating
+RFM_BLOBS = {
+    "A": [(3, 22, 5200.0), (5, 18, 4800.0), (4, 25, 6100.0), (6, 20, 5500.0)],
+    "D": [(210, 16, 3900.0), (190, 14, 4200.0), (230, 18, 3600.0), (200, 15, 4000.0)],
+    "B": [(8, 1, 45.0), (12, 1, 60.0), (10, 2, 80.0), (9, 1, 35.0)],
+    "C": [(320, 1, 20.0), (350, 1, -15.0), (300, 1, 10.0), (340, 2, 30.0)],
+}
+RFM_ROWS = [
+    (f"{blob}{i}", r, f, m, "x")
+    for blob, rows in RFM_BLOBS.items()
+    for i, (r, f, m) in enumerate(rows)
+]
+EXPECTED_SEGMENTS = {"A": (0, "champions"), "D": (1, "at risk"), "B": (2, "promising"),
+                     "C": (3, "hibernating")}
+
+
+def log_standard_blob_means() -> Dict[str, List[float]]:
+    raw = np.array([[r, f, m] for _, r, f, m, _ in RFM_ROWS], dtype=float)
+    logs = np.log1p(np.maximum(raw, 0))
+    scaled = (logs - logs.mean(axis=0)) / logs.std(axis=0, ddof=1)
+    names = [c[0] for c, *_ in RFM_ROWS]
+    return {
+        b: scaled[[i for i, n in enumerate(names) if n == b]].mean(axis=0).tolist()
+        for b in RFM_BLOBS
+    }
+
+
+def test_fit_segments_ranks_labels_and_survives_save(spark: SparkSession, tmp_path: Path) -> None:
+    frame = spark.createDataFrame(RFM_ROWS, RFM_SCHEMA)
+    model = fit_segments(
+        frame, ["recency_days", "frequency", "monetary"], 4, RFM_WEIGHTS, max_iter=10
+    )
+    assert model.labels == ["champions", "at risk", "promising", "hibernating"]
+    assert model.feature_cols == ("recency_days", "frequency", "monetary")
+    means = log_standard_blob_means()
+    for blob, (cluster, _) in EXPECTED_SEGMENTS.items():
+        assert model.centroids[cluster] == pytest.approx(means[blob], rel=1e-9)
+
+    assigned = model.assign(frame)
+    expected_schema = StructType(
+        [
+            *RFM_SCHEMA.fields,
+            StructField("cluster", IntegerType()),
+            StructField("segment", StringType()),
+        ]
+    )
+    expected = spark.createDataFrame(
+        [(*row, *EXPECTED_SEGMENTS[row[0][0]]) for row in RFM_ROWS], expected_schema
+    )
+    assert assigned.columns == expected.columns
+    assertDataFrameEqual(assigned, expected)
+
+    path = str(tmp_path / "model")
+    model.save(path)
+    loaded = SegmentationModel.load(path)
+    assert loaded.labels == model.labels
+    assert loaded.feature_cols == model.feature_cols
+    assert loaded.centroids == model.centroids
+    assertDataFrameEqual(loaded.assign(frame), expected)
+    # A new customer with raw features is scored by the loaded pipeline alone.
+    new = spark.createDataFrame([("N1", 4, 21, 5000.0, None)], RFM_SCHEMA)
+    assert [tuple(r) for r in loaded.assign(new).select("cluster", "segment").collect()] == [
+        (0, "champions")
+    ]
+    with pytest.raises(InputError, match="already has column"):
+        model.assign(assigned)
+
+
+def test_fit_segments_without_transform_labels_standardised_centroids(spark: SparkSession) -> None:
+    # Raw recency of the recent blob is 5 days (>= 0): only after standardisation (mean 152.5)
+    # is it "recent"; raw frequency 31 is "high" only relative to the mean too.
+    schema = "customer_id string, recency_days int, frequency long"
+    rows = [("r1", 5, 30), ("r2", 6, 32), ("r3", 4, 31), ("l1", 300, 1), ("l2", 310, 2),
+            ("l3", 290, 1)]
+    frame = spark.createDataFrame(rows, schema)
+    model = fit_segments(frame, ["recency_days", "frequency"], 2,
+                         {"recency_days": -1, "frequency": 1}, transform="none", max_iter=5)
+    assert model.labels == ["champions", "hibernating"]
+    assert model.centroids[0] == pytest.approx([5.0, 31.0])  # raw units
+    assert model.centroids[1] == pytest.approx([300.0, 4 / 3])
+    got = model.assign(frame).select("customer_id", "cluster").orderBy("customer_id").collect()
+    assert [tuple(r) for r in got] == [("l1", 1), ("l2", 1), ("l3", 1), ("r1", 0), ("r2", 0),
+                                       ("r3", 0)]
+
+
+def test_fit_segments_option_errors(spark: SparkSession) -> None:
+    frame = spark.createDataFrame(RFM_ROWS, RFM_SCHEMA)
+    cols = ["recency_days", "frequency", "monetary"]
+    with pytest.raises(SegmentationError, match="not clustered on: clicks"):
+        fit_segments(frame, cols, 3, {"recency_days": -1, "clicks": 1})
+    with pytest.raises(SegmentationError, match="besides 'recency_days'"):
+        fit_segments(frame, cols, 3, {"recency_days": -1})
+    with pytest.raises(SegmentationError, match="k must be an integer >= 2"):
+        fit_segments(frame, cols, 1, RFM_WEIGHTS)
+
+
+def test_segment_label_rule() -> None:
+    cols = ["recency_days", "frequency", "monetary"]
+    ranked = [
+        [-1.0, 1.0, 1.2],  # recent, value 1.1 -> champions
+        [-0.2, 0.6, 0.5],  # recent, value 0.55 -> loyal (champions taken)
+        [0.8, 1.5, 0.0],  # lapsed, value 0.75 -> at risk
+        [-0.5, 0.0, 0.2],  # recent, mid -> promising
+        [-0.1, -1.0, -1.0],  # recent, low -> promising 2
+        [0.0, 0.4, 0.0],  # recency 0 is lapsed, mid -> needs attention
+        [1.5, -0.6, -0.6],  # lapsed, low -> hibernating
+        [2.0, -1.0, -2.0],  # -> hibernating 2
+        [0.1, 0.3, 0.9],  # lapsed, value exactly 0.6 -> at risk 2
+    ]
+    assert segment_labels(ranked, cols, RFM_WEIGHTS) == [
+        "champions", "loyal", "at risk", "promising", "promising 2", "needs attention",
+        "hibernating", "hibernating 2", "at risk 2",
+    ]
+    # A negative weight on a value feature counts its coordinate negated.
+    assert segment_labels([[-1.0, -2.0, 0.0]], cols, {"recency_days": -1, "frequency": -1}) == [
+        "champions"
+    ]
+
+
+# ---------------------------------------------------------------- (5) profiles
+
+ASSIGNMENT_SCHEMA = StructType(
+    [
+        StructField("customer_id", StringType(), False),
+        StructField("recency_days", IntegerType(), False),
+        StructField("monetary", DoubleType(), False),
+        StructField("frequency", LongType(), False),
+        StructField("cluster", IntegerType(), False),
+        StructField("segment", StringType(), False),
+    ]
+)
+ASSIGNMENTS = [
+    ("a", 1, 100.0, 5, 0, "champions"),
+    ("b", 3, 300.0, 9, 0, "champions"),
+    ("c", 2, 200.0, 4, 0, "champions"),
+    ("d", 30, 200.0, 2, 1, "at risk"),
+    ("e", 90, -50.0, 1, 2, "hibernating"),
+    ("f", 200, 50.0, 1, 2, "hibernating"),
+    ("g", 100, 0.0, 3, 2, "hibernating"),
+]
+PROFILE_SCHEMA = StructType(
+    [
+        StructField("cluster", IntegerType()),
+        StructField("segment", StringType()),
+        StructField("customers", LongType()),
+        StructField("customer_share", DoubleType()),
+        StructField("value_share", DoubleType()),
+        *[
+            StructField(f"{stat}_{f}", DoubleType())
+            for f in ("recency_days", "monetary", "frequency")
+            for stat in ("mean", "median", "centroid")
+        ],
+    ]
+)
+
+
+def profile_model() -> SegmentationModel:
+    # Clustered on recency and monetary only: frequency has no centroid.
+    return SegmentationModel(
+        pipeline=PipelineModel(stages=[]),
+        centroids=[[-1.0, 1.5], [0.5, 0.25], [1.25, -1.0]],
+        labels=["champions", "at risk", "hibernating"],
+        feature_cols=("recency_days", "monetary"),
+    )
+
+
+def test_segment_profiles_whole_frame(spark: SparkSession) -> None:
+    assignments = spark.createDataFrame(ASSIGNMENTS, ASSIGNMENT_SCHEMA)
+    profiles = segment_profiles(
+        assignments, ["recency_days", "monetary", "frequency"], "monetary", profile_model()
+    )
+    # Total monetary 600 + 200 + 0 = 800; 7 customers.
+    expected = spark.createDataFrame(
+        [
+            (0, "champions", 3, 3 / 7, 0.75, 2.0, 2.0, -1.0, 200.0, 200.0, 1.5, 6.0, 5.0, None),
+            (1, "at risk", 1, 1 / 7, 0.25, 30.0, 30.0, 0.5, 200.0, 200.0, 0.25, 2.0, 2.0, None),
+            (2, "hibernating", 3, 3 / 7, 0.0, 130.0, 100.0, 1.25, 0.0, 0.0, -1.0, 5 / 3, 1.0,
+             None),
+        ],
+        PROFILE_SCHEMA,
+    )
+    assert profiles.columns == expected.columns
+    assertDataFrameEqual(profiles, expected, checkRowOrder=True)
+    plan = profiles._jdf.queryExecution().executedPlan().toString()
+    assert "Join" not in plan
+
+
+def test_segment_profiles_without_value(spark: SparkSession) -> None:
+    assignments = spark.createDataFrame(ASSIGNMENTS, ASSIGNMENT_SCHEMA)
+    no_value = segment_profiles(assignments, ["recency_days"], None, profile_model())
+    assert [tuple(r) for r in no_value.select("cluster", "customers", "value_share").collect()] == [
+        (0, 3, None),
+        (1, 1, None),
+        (2, 3, None),
+    ]
+    # The hibernating cluster alone nets 0 monetary: no share of a zero total (and no division
+    # by zero, which ANSI mode would raise).
+    spark.conf.set("spark.sql.ansi.enabled", "true")
+    try:
+        zero = segment_profiles(
+            assignments.where("cluster = 2"), ["monetary"], "monetary", profile_model()
+        )
+        shares = zero.select("cluster", "customer_share", "value_share").collect()
+    finally:
+        spark.conf.unset("spark.sql.ansi.enabled")
+    assert [tuple(r) for r in shares] == [(2, 1.0, None)]
+
+
+# ---------------------------------------------------------------- (6) sampling
+
+
+def test_sampled_sweep_is_deterministic(blobs: DataFrame) -> None:
+    first = sweep_k(blobs, ["x", "y"], [2, 3], seed=7, sample_fraction=0.5, max_iter=5)
+    again = sweep_k(blobs, ["x", "y"], [2, 3], seed=7, sample_fraction=0.5, max_iter=5)
+    assert without_seconds(first) == without_seconds(again)
+    sampled = sum(first[0].cluster_sizes)
+    assert 0 < sampled < 60
+    assert sum(first[1].cluster_sizes) == sampled
+    with pytest.raises(SegmentationError, match="sample_fraction"):
+        sweep_k(blobs, ["x", "y"], [2], sample_fraction=0.0)
+
+
+# ---------------------------------------------------------------- (7) choose_k
+
+
+def test_choose_k_by_silhouette() -> None:
+    results = [result(2, 90.0, 0.5), result(3, 40.0, 0.7), result(4, 30.0, 0.7), result(5, 25.0)]
+    assert choose_k(results) == 3  # tie between 3 and 4 -> smaller k; None ignored
+    assert choose_k(list(reversed(results))) == 3
+    assert choose_k([result(6, 1.0)]) == 6  # a single result, even without metrics
+    with pytest.raises(SegmentationError, match="no k has a silhouette"):
+        choose_k([result(2, 9.0), result(3, 5.0)])
+    with pytest.raises(SegmentationError, match="no results"):
+        choose_k([])
+    with pytest.raises(SegmentationError, match="unknown method 'gap'"):
+        choose_k(results, "gap")
+
+
+def test_choose_k_by_elbow() -> None:
+    # Normalised: x = 0, .25, .5, .75, 1; y = 1, .5, .2, .1, 0 -> furthest below the chord at k=4
+    # (distances .25, .3, .15 times 1/sqrt(2)).
+    curve = [result(2, 100.0, 0.9), result(3, 60.0, 0.1), result(4, 36.0, 0.2),
+             result(5, 28.0, 0.3), result(6, 20.0, 0.4)]
+    assert choose_k(curve, "elbow") == 4
+    assert choose_k(curve, "silhouette") == 2
+    # Fewer than 3 ks, or a straight line: fall back to the silhouette.
+    assert choose_k([result(2, 10.0, 0.2), result(3, 5.0, 0.6)], "elbow") == 3
+    line = [result(2, 30.0, 0.1), result(3, 20.0, 0.3), result(4, 10.0, 0.2)]
+    assert choose_k(line, "elbow") == 3
+    # Equal distances below the chord (.25 at k = 3, 4 and 5, exact in binary) -> the smaller k.
+    tie = [result(2 + i, w) for i, w in enumerate([4.0, 2.0, 1.0, 0.0, 0.0])]
+    assert choose_k(tie, "elbow") == 3
+    with pytest.raises(SegmentationError, match="no k has a silhouette"):
+        choose_k([result(2, 5.0), result(3, 5.0), result(4, 5.0)], "elbow")

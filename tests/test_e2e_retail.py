@@ -1,0 +1,145 @@
+"""End to end on real data: UCI Online Retail II 2009-2010, checked against DuckDB."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict
+
+import duckdb
+import pandas as pd
+import pytest
+from pyspark.ml import PipelineModel
+from pyspark.sql import SparkSession
+
+from segmentation.cli import main
+from segmentation.features import NON_PRODUCT_STOCK_CODES
+
+pytestmark = pytest.mark.e2e
+
+OUTPUTS = (
+    "features", "assignments", "profiles", "profiles.json", "k_selection", "k_selection.json",
+    "model", "manifest.json", "_SUCCESS",
+)
+
+
+def oracle_rfm(path: Path) -> pd.DataFrame:
+    """RFM written independently, in DuckDB SQL, from the rules in the README."""
+    codes = ", ".join(f"'{c}'" for c in NON_PRODUCT_STOCK_CODES)
+    return duckdb.sql(
+        f"""
+        WITH lines AS (
+          SELECT upper(trim(Invoice)) AS invoice,
+                 trim(StockCode) AS stock_code,
+                 TRY_CAST(Quantity AS INTEGER) * TRY_CAST(Price AS DOUBLE) AS amount,
+                 TRY_CAST(Price AS DOUBLE) AS price,
+                 TRY_CAST(InvoiceDate AS TIMESTAMP) AS ts,
+                 NULLIF(regexp_replace(trim("Customer ID"), '\\.0+$', ''), '') AS customer_id
+          FROM read_csv('{path}', header = true, all_varchar = true, quote = '"', escape = '"')
+        ),
+        kept AS (
+          SELECT *, starts_with(invoice, 'C') AS is_return FROM lines
+          WHERE customer_id IS NOT NULL AND ts IS NOT NULL AND amount IS NOT NULL
+            AND NOT starts_with(invoice, 'A') AND stock_code NOT IN ({codes}) AND price > 0
+        ),
+        reference AS (SELECT CAST(max(ts) AS DATE) + 1 AS day FROM kept)
+        SELECT customer_id,
+               CAST((SELECT day FROM reference)
+                    - CAST(max(ts) FILTER (WHERE NOT is_return) AS DATE) AS INTEGER)
+                 AS recency_days,
+               count(DISTINCT invoice) FILTER (WHERE NOT is_return) AS frequency,
+               sum(amount) AS monetary
+        FROM kept
+        GROUP BY customer_id
+        HAVING count(*) FILTER (WHERE NOT is_return) > 0
+        """
+    ).df()
+
+
+@pytest.fixture(scope="module")
+def run_output(spark: SparkSession, retail_full: Path, tmp_path_factory: Any) -> Path:
+    out = tmp_path_factory.mktemp("retail") / "out"
+    status = main(
+        ["run", "--source", "retail", "--input", str(retail_full), "--output", str(out),
+         "--k", "2-5", "--seed", "7", "--max-iter", "10"]
+    )
+    assert status == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def manifest(run_output: Path) -> Dict[str, Any]:
+    return json.loads((run_output / "manifest.json").read_text())
+
+
+def test_every_output_is_written(run_output: Path) -> None:
+    assert sorted(p.name for p in run_output.iterdir()) == sorted(OUTPUTS)
+    success = (run_output / "_SUCCESS").stat().st_mtime
+    assert success >= (run_output / "manifest.json").stat().st_mtime
+
+
+def test_features_equal_an_independent_duckdb_computation(
+    run_output: Path, retail_full: Path
+) -> None:
+    expected = oracle_rfm(retail_full).set_index("customer_id").sort_index()
+    actual = pd.read_parquet(run_output / "features").set_index("customer_id").sort_index()
+    assert len(actual) == len(expected) == 4_285
+    assert list(actual.index) == list(expected.index)
+    assert (actual["recency_days"] == expected["recency_days"]).all()
+    assert (actual["frequency"] == expected["frequency"]).all()
+    assert (actual["monetary"] - expected["monetary"]).abs().max() < 1e-6
+
+
+def test_manifest_counts_and_reference_date(manifest: Dict[str, Any], retail_full: Path) -> None:
+    rows = manifest["rows"]
+    assert rows["read"] == 525_461
+    assert rows["dropped"]["missing_customer_id"] == 107_927
+    assert rows["dropped"]["cancellation"] == 0  # netted, not dropped
+    assert rows["read"] == rows["kept"] + sum(rows["dropped"].values())
+    assert manifest["reference_date"] == "2010-12-10"
+    assert manifest["customers"]["kept"] == 4_285
+    assert manifest["clustering"]["k_range"] == [2, 3, 4, 5]
+    assert manifest["clustering"]["chosen_k"] in (2, 3, 4, 5)
+    assert set(manifest["timings_seconds"]) >= {"read_and_aggregate", "k_sweep", "total"}
+    assert manifest["versions"]["pyspark"] == "3.5.6"
+
+
+def test_assignments_profiles_and_k_selection_agree(
+    run_output: Path, manifest: Dict[str, Any]
+) -> None:
+    k = manifest["clustering"]["chosen_k"]
+    assignments = pd.read_parquet(run_output / "assignments")
+    features = pd.read_parquet(run_output / "features")
+    assert len(assignments) == len(features)
+    assert set(assignments["customer_id"]) == set(features["customer_id"])
+    assert set(assignments["cluster"]) == set(range(k))
+    assert assignments["segment"].notna().all()
+
+    profiles = pd.read_parquet(run_output / "profiles").sort_values("cluster")
+    assert list(profiles["cluster"]) == list(range(k))
+    sizes = assignments.groupby("cluster").size()
+    assert list(profiles["customers"]) == list(sizes)
+    assert profiles["customer_share"].sum() == pytest.approx(1.0)
+    assert profiles["value_share"].sum() == pytest.approx(1.0)
+    by_cluster = assignments.groupby("cluster")["monetary"].mean()
+    assert list(profiles["mean_monetary"]) == pytest.approx(list(by_cluster))
+    assert profiles["segment"].is_unique
+
+    selection = json.loads((run_output / "k_selection.json").read_text())
+    assert [r["k"] for r in selection["results"]] == [2, 3, 4, 5]
+    assert [r["k"] for r in selection["results"] if r["chosen"]] == [k]
+    best = max(selection["results"], key=lambda r: r["silhouette"])
+    assert best["k"] == k
+    assert pd.read_parquet(run_output / "k_selection")["chosen"].sum() == 1
+    segments = json.loads((run_output / "profiles.json").read_text())["segments"]
+    assert [s["segment"] for s in segments] == list(profiles["segment"])
+
+
+def test_saved_model_scores_new_data_like_the_run(spark: SparkSession, run_output: Path) -> None:
+    model = PipelineModel.load(str(run_output / "model"))
+    features = spark.read.parquet(str(run_output / "features"))
+    scored = model.transform(features).select("customer_id", "cluster", "segment")
+    assigned = spark.read.parquet(str(run_output / "assignments")).select(
+        "customer_id", "cluster", "segment"
+    )
+    assert scored.exceptAll(assigned).count() == 0
