@@ -3,7 +3,9 @@
 Generates an Avito-shaped database (``segmentation.generate.generate_avito``), then for each
 Avito table times the parallel ADBC read written to Parquet by Spark, and, for comparison, a
 single-process ``sqlite3`` cursor loop (``fetchmany``) and a single-process ADBC fetch (no Spark)
-over the same columns. Prints rows, seconds and rows/s per table and method.
+over the same columns. Prints rows, wall seconds and rows/s per table and method, and CPU
+seconds (Spark: the JVM and its Python workers, read from /proc; the others: this process), so
+that figures taken on a shared, busy machine can still be compared.
 
 Example::
 
@@ -18,7 +20,7 @@ import os
 import sqlite3
 import sys
 import time
-from typing import List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from pyspark.sql.types import StructType
 
@@ -30,12 +32,53 @@ from segmentation.sqlite import BATCH_ROWS, read_sqlite_table
 log = logging.getLogger("benchmarks.ingest_sqlite")
 
 
+class Measure(NamedTuple):
+    table: str
+    rows: int
+    parts: int
+    spark: Tuple[float, float]  # wall seconds, CPU seconds
+    loop: Tuple[float, float]
+    adbc: Tuple[float, float]
+
+
+def _cell(rows: int, run: Tuple[float, float]) -> str:
+    wall, cpu = run
+    return f"{wall:6.1f} s {rows / wall:>10,.0f}/s ({rows / cpu:>9,.0f})"
+
+
 def columns_sql(schema: StructType) -> str:
     return ", ".join('"' + f.name + '"' for f in schema.fields)
 
 
-def sqlite3_loop(path: str, table: str, schema: StructType) -> Tuple[int, float]:
-    """Rows and seconds of a plain sqlite3 cursor loop over the table's columns."""
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its live descendants (and their reaped children)."""
+    if not os.path.isdir("/proc"):
+        return float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: Dict[int, List[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    stats[int(entry)] = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+    children: Dict[int, List[int]] = {}
+    for child, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(child)
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        stat = stats.get(current)
+        if stat is not None:  # utime, stime, cutime, cstime
+            total += sum(int(value) for value in stat[11:15]) / tick
+        stack.extend(children.get(current, []))
+    return total
+
+
+def sqlite3_loop(path: str, table: str, schema: StructType) -> Tuple[int, float, float]:
+    """Rows, seconds and CPU seconds of a plain sqlite3 cursor loop over the table's columns."""
+    cpu = time.process_time()
     began = time.perf_counter()
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     cur = con.execute(f'SELECT {columns_sql(schema)} FROM "{table}"')
@@ -46,13 +89,14 @@ def sqlite3_loop(path: str, table: str, schema: StructType) -> Tuple[int, float]
             break
         rows += len(chunk)
     con.close()
-    return rows, time.perf_counter() - began
+    return rows, time.perf_counter() - began, time.process_time() - cpu
 
 
-def adbc_single(path: str, table: str, schema: StructType) -> Tuple[int, float]:
-    """Rows and seconds of one ADBC fetch of the table's columns into Arrow (no Spark)."""
+def adbc_single(path: str, table: str, schema: StructType) -> Tuple[int, float, float]:
+    """Rows, seconds and CPU seconds of one ADBC fetch of the columns into Arrow (no Spark)."""
     from adbc_driver_sqlite import dbapi
 
+    cpu = time.process_time()
     began = time.perf_counter()
     rows = 0
     with dbapi.connect(f"file:{path}?mode=ro") as con, con.cursor() as cur:
@@ -60,7 +104,7 @@ def adbc_single(path: str, table: str, schema: StructType) -> Tuple[int, float]:
         cur.execute(f'SELECT {columns_sql(schema)} FROM "{table}"')
         for batch in cur.fetch_record_batch():
             rows += batch.num_rows
-    return rows, time.perf_counter() - began
+    return rows, time.perf_counter() - began, time.process_time() - cpu
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -99,42 +143,53 @@ def main(argv: Optional[List[str]] = None) -> int:
         "ingest-sqlite-benchmark", master=args.master, conf={"spark.ui.enabled": "false"}
     )
     spark.range(1).count()  # start the JVM side before timing
-    results = []
+    jvm_pid = spark.sparkContext._jvm.ProcessHandle.current().pid()  # type: ignore[union-attr]
+    results: List[Measure] = []
     for table, schema in AVITO_TABLES.items():
         out = os.path.join(args.workdir, "parquet", table)
+        cpu = tree_cpu_seconds(jvm_pid)
         began = time.perf_counter()
         df = read_sqlite_table(spark, db, table, schema, num_partitions=args.partitions)
         parts = df.rdd.getNumPartitions()
         df.write.mode("overwrite").parquet(out)
-        seconds = time.perf_counter() - began
+        spark_run = (time.perf_counter() - began, tree_cpu_seconds(jvm_pid) - cpu)
         rows = spark.read.parquet(out).count()
-        loop_rows, loop_seconds = sqlite3_loop(db, table, schema)
-        adbc_rows, adbc_seconds = adbc_single(db, table, schema)
+        loop_rows, *loop_run = sqlite3_loop(db, table, schema)
+        adbc_rows, *adbc_run = adbc_single(db, table, schema)
         if not rows == loop_rows == adbc_rows:
             raise SystemExit(f"{table}: row counts differ: {rows}, {loop_rows}, {adbc_rows}")
-        results.append((table, rows, parts, seconds, loop_seconds, adbc_seconds))
+        results.append(
+            Measure(
+                table,
+                rows,
+                parts,
+                spark_run,
+                (loop_run[0], loop_run[1]),
+                (adbc_run[0], adbc_run[1]),
+            )
+        )
     spark.stop()
 
-    print(f"\n{db} ({os.path.getsize(db) / 1e6:.0f} MB), Spark {args.master}")
+    print(
+        f"\n{db} ({os.path.getsize(db) / 1e6:.0f} MB), Spark {args.master}, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    print("wall s, rows/s (rows per CPU second)")
     header = (
-        f"{'table':<18} {'rows':>11} {'parts':>5} | {'spark+adbc->parquet':>22} | "
-        f"{'sqlite3 fetchmany':>20} | {'adbc 1 process':>20}"
+        f"{'table':<18} {'rows':>11} {'parts':>5} | {'spark+adbc -> parquet':^34} | "
+        f"{'sqlite3 fetchmany':^34} | {'adbc, 1 process, no spark':^34}"
     )
     print(header)
     print("-" * len(header))
-    for table, rows, parts, seconds, loop_seconds, adbc_seconds in results:
-        print(
-            f"{table:<18} {rows:>11,} {parts:>5} | {seconds:6.1f} s {rows / seconds:>10,.0f}/s | "
-            f"{loop_seconds:5.1f} s {rows / loop_seconds:>9,.0f}/s | "
-            f"{adbc_seconds:5.1f} s {rows / adbc_seconds:>9,.0f}/s"
-        )
-    total = sum(r[1] for r in results)
-    spark_s = sum(r[3] for r in results)
-    loop_s = sum(r[4] for r in results)
-    print(
-        f"{'total':<18} {total:>11,} {'':>5} | {spark_s:6.1f} s {total / spark_s:>10,.0f}/s | "
-        f"{loop_s:5.1f} s {total / loop_s:>9,.0f}/s |"
-    )
+    for m in results:
+        cells = [_cell(m.rows, run) for run in (m.spark, m.loop, m.adbc)]
+        print(f"{m.table:<18} {m.rows:>11,} {m.parts:>5} | " + " | ".join(cells))
+    total = sum(m.rows for m in results)
+    sums = [
+        (sum(getattr(m, name)[0] for m in results), sum(getattr(m, name)[1] for m in results))
+        for name in ("spark", "loop", "adbc")
+    ]
+    print(f"{'total':<18} {total:>11,} {'':>5} | " + " | ".join(_cell(total, r) for r in sums))
     return 0
 
 

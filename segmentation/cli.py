@@ -112,12 +112,20 @@ def _add_io_flags(parser: argparse.ArgumentParser, sources: bool = True) -> None
     )
 
 
-def _add_feature_flags(parser: argparse.ArgumentParser) -> None:
+def _add_format_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", dest="input_format", default="auto",
         choices=("auto", "sqlite", "parquet", "csv", "tsv"),
         help="input format (default: from the file names)",
     )
+    parser.add_argument(
+        "--sqlite-partitions", type=positive_int,
+        help="parallel rowid-range partitions per SQLite table (default: by table size)",
+    )
+
+
+def _add_feature_flags(parser: argparse.ArgumentParser) -> None:
+    _add_format_flags(parser)
     parser.add_argument(
         "--reference-date", type=parse_date, metavar="YYYY-MM-DD",
         help="compute recency as of this date; later events are excluded "
@@ -143,10 +151,6 @@ def _add_feature_flags(parser: argparse.ArgumentParser) -> None:
     events.add_argument("--amount-col", help="money amount column (gives monetary)")
     events.add_argument(
         "--session-col", help="session/order/invoice id column (frequency counts distinct ones)"
-    )
-    parser.add_argument(
-        "--sqlite-partitions", type=positive_int,
-        help="parallel rowid-range partitions per SQLite table (default: by table size)",
     )
 
 
@@ -195,14 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "SQLite tables are read in parallel rowid ranges through ADBC.",
     )
     _add_io_flags(ingest)
-    ingest.add_argument(
-        "--format", dest="input_format", default="auto",
-        choices=("auto", "sqlite", "parquet", "csv", "tsv"), help="input format",
-    )
-    ingest.add_argument(
-        "--sqlite-partitions", type=positive_int,
-        help="parallel rowid-range partitions per SQLite table (default: by table size)",
-    )
+    _add_format_flags(ingest)
     _add_spark_flags(ingest)
 
     features = commands.add_parser(
@@ -335,6 +332,10 @@ def _run_spark_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     spark = build_session(f"segmentation-{args.command}", args.master, dict(args.conf))
     try:
         manifest = RunManifest(args.command, argv)
+        manifest.set(
+            "parameters",
+            {key: value for key, value in sorted(vars(args).items()) if key != "conf"},
+        )
         if args.command == "ingest":
             from segmentation.ingest import ingest_stage
 

@@ -406,17 +406,22 @@ def _check_ks(ks: Sequence[int]) -> List[int]:
     return sorted(set(values))
 
 
-def _evaluate_k(scaled: DataFrame, points: int, k: int, seed: int, max_iter: int) -> KResult:
-    """Fit KMeans for one k on the cached ``scaled`` frame and measure it."""
-    started = time.perf_counter()
-    model = KMeans(
+def _kmeans(k: int, seed: int, max_iter: int, prediction_col: str) -> KMeans:
+    """The one KMeans configuration of the sweep and of the final fit (k-means|| seeding)."""
+    return KMeans(
         featuresCol=FEATURES_COL,
-        predictionCol=_SWEEP_PREDICTION,
+        predictionCol=prediction_col,
         k=k,
         seed=seed,
         maxIter=max_iter,
         initMode="k-means||",
-    ).fit(scaled)
+    )
+
+
+def _evaluate_k(scaled: DataFrame, points: int, k: int, seed: int, max_iter: int) -> KResult:
+    """Fit KMeans for one k on the cached ``scaled`` frame and measure it."""
+    started = time.perf_counter()
+    model = _kmeans(k, seed, max_iter, _SWEEP_PREDICTION).fit(scaled)
     wssse = float(model.summary.trainingCost)
     centroids = [[float(v) for v in c] for c in model.clusterCenters()]
     predictions = model.transform(scaled)
@@ -947,14 +952,7 @@ def fit_segments(
     started = time.perf_counter()
     if features.isEmpty():
         raise EmptyResultError("no customers to cluster")
-    kmeans = KMeans(
-        featuresCol=FEATURES_COL,
-        predictionCol=_PREDICTION,
-        k=k,
-        seed=seed,
-        maxIter=max_iter,
-        initMode="k-means||",
-    )
+    kmeans = _kmeans(k, seed, max_iter, _PREDICTION)
     stages: List[PipelineStage] = [
         SQLTransformer(statement=_pack_statement(cols)),
         *feature_pipeline(cols, transform),

@@ -102,6 +102,8 @@ def test_manifest_counts_and_reference_date(manifest: Dict[str, Any], retail_ful
     assert manifest["clustering"]["chosen_k"] in (2, 3, 4, 5)
     assert set(manifest["timings_seconds"]) >= {"read_and_aggregate", "k_sweep", "total"}
     assert manifest["versions"]["pyspark"] == "3.5.6"
+    assert manifest["parameters"]["cancellations"] == "net"
+    assert manifest["parameters"]["ks"] == [2, 3, 4, 5]
 
 
 def test_assignments_profiles_and_k_selection_agree(
