@@ -278,6 +278,28 @@ def feature_set_of(columns: Sequence[str], chosen: Optional[Sequence[str]] = Non
     )
 
 
+#: Customers per partition of the clustered table (see :func:`reproducible_layout`).
+CUSTOMERS_PER_PARTITION = 100_000
+
+
+def reproducible_layout(customers: int) -> ft.Transform:
+    """Lay a customer table out the same way on every run, so that KMeans is seeded reproducibly.
+
+    Rows leave a shuffle in the order their blocks arrive, and MLlib's k-means|| initialisation
+    (and ``--sample-fraction``) sample per partition: the same seed on a reordered table gives
+    other clusters. Hash-partitioning by ``customer_id`` into a number of partitions that depends
+    only on the customer count, then sorting within partitions, fixes the layout.
+    """
+    partitions = max(1, min(1_000, -(-customers // CUSTOMERS_PER_PARTITION)))
+
+    def transform(features: DataFrame) -> DataFrame:
+        return features.repartition(partitions, "customer_id").sortWithinPartitions(
+            "customer_id"
+        )
+
+    return transform
+
+
 def feasible_ks(ks: Sequence[int], customers: int) -> Tuple[int, ...]:
     """The k of ``ks`` that ``customers`` can fill; raise when none or too few customers."""
     if customers < 2:
@@ -315,10 +337,12 @@ def cluster_stage(
     from segmentation import clustering
 
     columns = list(feature_set.cluster_columns)
-    features = features.persist(StorageLevel.MEMORY_AND_DISK)
     if customers is None:
         customers = features.count()
     ks = feasible_ks(options.ks, customers)
+    features = features.transform(reproducible_layout(customers)).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
     with manifest.stage("k_sweep"):
         results = clustering.sweep_k(
             features, columns, ks, transform=options.transform, seed=options.seed,

@@ -249,6 +249,11 @@ def split_rowid_range(lo: int, hi: int, parts: int) -> List[_Range]:
     list of (int, int)
         Inclusive ``(lo, hi)`` bounds that together cover ``lo..hi`` exactly once, spans
         differing by at most one.
+
+    Raises
+    ------
+    ValueError
+        ``parts`` is below 1.
     """
     if parts < 1:
         raise ValueError(f"parts must be at least 1, got {parts}")

@@ -136,3 +136,21 @@ def test_features_then_cluster_as_two_steps(
     features = spark.read.parquet(str(stage1 / "features"))
     assert assignments.select("customer_id").exceptAll(features.select("customer_id")).count() == 0
     assert assignments.count() == 254
+
+
+@pytest.mark.e2e
+def test_same_seed_same_segments(spark: SparkSession, retail_sample: Path, tmp_path: Path) -> None:
+    outputs = [tmp_path / "first", tmp_path / "second"]
+    for out in outputs:
+        assert main(["run", "--source", "retail", "--input", str(retail_sample), "--output",
+                     str(out), "--k", "2-3", "--seed", "11", "--sample-fraction", "0.7"]) == 0
+    first, second = (
+        spark.read.parquet(str(out / "assignments")).select("customer_id", "cluster", "segment")
+        for out in outputs
+    )
+    assertDataFrameEqual(first, second)
+    assert (outputs[0] / "k_selection.json").read_text() != ""
+    runs = [json.loads((out / "k_selection.json").read_text())["results"] for out in outputs]
+    assert [(r["k"], r["wssse"], r["silhouette"]) for r in runs[0]] == [
+        (r["k"], r["wssse"], r["silhouette"]) for r in runs[1]
+    ]
