@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+[ "${1:-}" = "--dev" ] && extras="[dev,emr]"
 echo "setup: installing segmentation${extras} into .venv (pyspark 3.5.6 is ~320 MB the first time)" >&2
 # pip's index warnings about absent local mirrors are noise on these machines.
 .venv/bin/python -m pip install --disable-pip-version-check -q -e ".${extras}" 2>&1 \
