@@ -461,7 +461,7 @@ def drop_summary(aggregates: DataFrame, first_column: str) -> DataFrame:
         F.sum(ROWS_READ).cast("long").alias(ROWS_READ),
         *(F.sum(c).cast("long").alias(c) for c in dropped_columns(aggregates)),
         F.count(F.when(active, 1)).alias("customers"),
-        F.count(F.when(has_id & ~active.cast("boolean"), 1)).alias("customers_without_activity"),
+        F.count(F.when(has_id & ~active, 1)).alias("customers_without_activity"),
         F.max("last_event_time").alias("last_event_time"),
     )
 

@@ -70,6 +70,11 @@ class Features:
     table: DataFrame
     feature_set: ft.FeatureSet
     customers: int
+    cached: DataFrame  #: the persisted customer-grain aggregate ``table`` is derived from
+
+    def release(self) -> None:
+        """Unpersist the cached aggregate (once ``table`` is written)."""
+        self.cached.unpersist()
 
 
 # ------------------------------------------------------------------------------ output
@@ -213,7 +218,9 @@ def compute_features(
         options.source, f"{rows_read:,}", unit, f"{customers:,}", reference,
     )
     table = aggregates.transform(ft.finish_features(feature_set, reference))
-    return Features(table=table, feature_set=feature_set, customers=customers)
+    return Features(
+        table=table, feature_set=feature_set, customers=customers, cached=aggregates
+    )
 
 
 def features_stage(
@@ -231,6 +238,7 @@ def features_stage(
     clear_output(spark, output)
     with manifest.stage("write_features"):
         path = write_parquet(result.table, output, "features")
+    result.release()
     manifest.set("outputs", {"features": path})
     finish(spark, output, manifest)
     return result
@@ -424,6 +432,7 @@ def run_stage(
     clear_output(spark, output)
     with manifest.stage("write_features"):
         features_path = write_parquet(result.table, output, "features")
+    result.release()
     features = spark.read.parquet(features_path)
     profiles = cluster_stage(
         spark, features, feature_set, cluster_opts, output, manifest, result.customers
