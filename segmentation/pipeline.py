@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import NumericType
 
 from segmentation import features as ft
 from segmentation import readers, storage
@@ -370,8 +371,10 @@ def cluster_stage(
         assignments_path = write_parquet(assignments, output, "assignments")
         assignments = spark.read.parquet(assignments_path)
     with manifest.stage("write_profiles"):
+        numeric = {f.name for f in assignments.schema.fields if isinstance(f.dataType, NumericType)}
+        profiled = columns + [c for c in feature_set.columns if c in numeric and c not in columns]
         profiles = clustering.segment_profiles(
-            assignments, columns, feature_set.value_column, model
+            assignments, profiled, feature_set.value_column, model
         )
         profile_rows = [row.asDict(recursive=True) for row in profiles.collect()]
         write_parquet(profiles, output, "profiles", partitions=1)

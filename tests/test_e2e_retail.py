@@ -125,6 +125,11 @@ def test_assignments_profiles_and_k_selection_agree(
     assert profiles["value_share"].sum() == pytest.approx(1.0)
     by_cluster = assignments.groupby("cluster")["monetary"].mean()
     assert list(profiles["mean_monetary"]) == pytest.approx(list(by_cluster))
+    # every numeric feature is profiled; only the clustered ones have a centroid
+    tenure = assignments.groupby("cluster")["tenure_days"].mean()
+    assert list(profiles["mean_tenure_days"]) == pytest.approx(list(tenure))
+    assert profiles["centroid_tenure_days"].isna().all()
+    assert profiles["centroid_monetary"].notna().all()
     assert profiles["segment"].is_unique
 
     selection = json.loads((run_output / "k_selection.json").read_text())
