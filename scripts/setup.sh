@@ -21,7 +21,6 @@ echo "setup: installing segmentation${extras} into .venv (pyspark 3.5.6 is ~320 
 # sagemaker-pyspark 1.4.5 source distribution (PyPI is reachable where Maven Central may not be).
 # Pinned by hash; extracted into .jars/ (git-ignored), where segmentation/session.py finds them.
 jars_dir=${SEGMENTATION_JARS_DIR:-.jars}
-jars="hadoop-aws-3.3.1.jar aws-java-sdk-bundle-1.11.901.jar"
 if [ ! -f "$jars_dir/hadoop-aws-3.3.1.jar" ] || [ ! -f "$jars_dir/aws-java-sdk-bundle-1.11.901.jar" ]; then
   echo "setup: fetching the S3 jars into $jars_dir (a 182 MB download, once)" >&2
   tmp=$(mktemp -d)
@@ -31,15 +30,28 @@ if [ ! -f "$jars_dir/hadoop-aws-3.3.1.jar" ] || [ ! -f "$jars_dir/aws-java-sdk-b
   .venv/bin/python -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
     --require-hashes -r "$tmp/requirements.txt" -d "$tmp" 2>&1 \
     | grep -v "^WARNING: Location 'file://" >&2 || true
-  mkdir -p "$tmp/jars" "$jars_dir"
-  tar -xzf "$tmp/sagemaker_pyspark-1.4.5.tar.gz" -C "$tmp/jars" --strip-components=3 \
-    $(for jar in $jars; do echo "sagemaker_pyspark-1.4.5/deps/jars/$jar"; done) \
-    || { echo "setup: could not fetch sagemaker-pyspark 1.4.5 from PyPI for the S3 jars" >&2; exit 1; }
-  (cd "$tmp/jars" && sha256sum -c --quiet) >&2 <<'SUMS' || { echo "setup: S3 jar checksum mismatch" >&2; exit 1; }
-6be50ad8a8b445d2802381b085b2a3ede5c29d353450a6a21f16b2fefa962b6e  hadoop-aws-3.3.1.jar
-b87175b32a16544cc1b37cf40390eb375833e62bed67f8ce6cde4b7ad6429ead  aws-java-sdk-bundle-1.11.901.jar
-SUMS
-  for jar in $jars; do mv "$tmp/jars/$jar" "$jars_dir/$jar"; done
+  # Extract the two jars, check them against their pinned hashes, then move them in place.
+  .venv/bin/python - "$tmp/sagemaker_pyspark-1.4.5.tar.gz" "$jars_dir" <<'PY' \
+    || { echo "setup: could not get the S3 jars from sagemaker-pyspark 1.4.5 (PyPI)" >&2; exit 1; }
+import hashlib, os, sys, tarfile
+sdist, target = sys.argv[1], sys.argv[2]
+pinned = {
+    "hadoop-aws-3.3.1.jar": "6be50ad8a8b445d2802381b085b2a3ede5c29d353450a6a21f16b2fefa962b6e",
+    "aws-java-sdk-bundle-1.11.901.jar":
+        "b87175b32a16544cc1b37cf40390eb375833e62bed67f8ce6cde4b7ad6429ead",
+}
+os.makedirs(target, exist_ok=True)
+with tarfile.open(sdist) as archive:
+    for name, sha256 in pinned.items():
+        data = archive.extractfile(f"sagemaker_pyspark-1.4.5/deps/jars/{name}").read()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            sys.exit(f"setup: {name}: checksum mismatch")
+        partial = os.path.join(target, name + ".part")
+        with open(partial, "wb") as out:
+            out.write(data)
+        os.replace(partial, os.path.join(target, name))
+PY
+  echo "setup: S3 jars in $jars_dir" >&2
 fi
 command -v java >/dev/null || { echo "setup: Java 8/11/17 is required by Spark (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 echo "setup: ready ($(.venv/bin/python -c 'import pyspark; print("pyspark", pyspark.__version__)'))" >&2

@@ -1,4 +1,4 @@
-"""The ``segmentation`` command: ``ingest | features | cluster | run | generate``.
+"""The ``segmentation`` command: ``ingest | features | cluster | run | generate | emr``.
 
 The same parser serves the console script and the spark-submit entry points in ``jobs/``: a
 flag means the same thing wherever the job runs. Errors in the input or options print one line,
@@ -246,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     avito.add_argument("--days", type=positive_int, default=26, help="days of searches")
     avito.add_argument("--gzip", action="store_true", help="gzip the TSV files")
     avito.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    from segmentation.emr import add_parser as add_emr_parser
+
+    add_emr_parser(commands)
     return parser
 
 
@@ -364,10 +368,14 @@ def _run_spark_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run a command; return its exit status (0 ok, 2 bad input or options, 1 a bug)."""
-    from segmentation.session import configure_logging
-
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.command == "emr":  # talks to AWS only: no Spark, no pyspark import
+        from segmentation.emr import run_command
+
+        return run_command(args)
+    from segmentation.session import configure_logging
+
     configure_logging(args.verbose)
     started = time.monotonic()
     try:

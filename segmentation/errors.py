@@ -21,3 +21,7 @@ class EmptyResultError(SegmentationError):
 
 class OutputExistsError(SegmentationError):
     """The output location already holds files and ``--overwrite`` was not given."""
+
+
+class StorageError(SegmentationError):
+    """A location cannot be used: missing bucket, denied access, no credentials, no S3 support."""

@@ -102,7 +102,8 @@ def write_parquet(df: DataFrame, output: str, name: str, partitions: Optional[in
     path = storage.join_path(output, name)
     if partitions is not None:
         df = df.coalesce(partitions)
-    df.write.mode("overwrite").parquet(path)
+    with storage.translated_errors(path):  # e.g. S3 credentials that may read but not write
+        df.write.mode("overwrite").parquet(path)
     return path
 
 

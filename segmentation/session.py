@@ -7,8 +7,10 @@ import os
 import sys
 from typing import Mapping, Optional
 
-from pyspark import SparkConf
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
+
+from segmentation import s3
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,10 @@ def build_session(
 ) -> SparkSession:
     """Return a SparkSession for a job.
 
+    Outside EMR, ``s3://``, ``s3a://`` and ``s3n://`` paths go through S3A with the jars of
+    ``scripts/setup.sh`` and the endpoint, region and credentials of the usual AWS environment
+    variables (:mod:`segmentation.s3`); on EMR, ``s3://`` stays EMRFS.
+
     Parameters
     ----------
     app_name
@@ -54,7 +60,8 @@ def build_session(
         ``--master`` of the command line. When ``None``, spark-submit's master is kept; run as a
         plain Python program (no spark-submit), the session is ``local[*]``.
     conf
-        Extra ``spark.*`` settings; they win over :data:`DEFAULT_CONF`.
+        Extra ``spark.*`` settings; they win over :data:`DEFAULT_CONF` and over the S3 settings
+        derived from the environment (``spark.hadoop.fs.s3a.*``).
     spark_log_level
         Log level of Spark's own log4j output (``WARN`` keeps progress readable).
 
@@ -62,6 +69,10 @@ def build_session(
     --------
     >>> spark = build_session("segmentation-features", master="local[2]")  # doctest: +SKIP
     """
+    if os.environ.get("PYSPARK_GATEWAY_PORT") and SparkContext._jvm is None:
+        # Under spark-submit the JVM is already running: connect to it first, or SparkConf()
+        # cannot see spark-submit's settings and --master yarn would be replaced by local[*].
+        SparkContext._ensure_initialized()
     submitted = SparkConf()  # loads spark.* system properties set by spark-submit
     builder = SparkSession.builder.appName(app_name)
     if master is not None:
@@ -78,8 +89,17 @@ def build_session(
     for key, value in settings.items():
         if not submitted.contains(key) or key in (conf or {}):
             builder = builder.config(key, value)
+    # S3 outside EMR: hadoop-aws on the classpath and s3:// mapped to S3A (at JVM start).
+    current = {key: value for key, value in submitted.getAll()}
+    current.update(conf or {})
+    for key, value in s3.session_conf(current).items():
+        builder = builder.config(key, value)
+    if SparkContext._jvm is None and not s3.on_emr():  # the JVM starts now, with this env
+        s3.export_sdk_v1_environment()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(spark_log_level)
+    # Endpoint, region and credentials of this environment, also on a session already running.
+    s3.configure_s3(spark)
     log.info(
         "Spark %s session %r on %s", spark.version, app_name, spark.sparkContext.master
     )

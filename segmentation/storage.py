@@ -2,15 +2,25 @@
 
 Parquet goes through Spark's writers; JSON side files (``manifest.json``, ``profiles.json``...)
 and markers go through the same Hadoop filesystem layer, so a job writing to ``s3://`` puts every
-output object under the same prefix.
+output object under the same prefix. On S3 a "folder" is a key prefix: :func:`exists`,
+:func:`is_directory` and :func:`list_names` treat a prefix with objects under it as a folder.
+
+Failures of the storage itself (a missing bucket, denied access, no credentials, an unreachable
+endpoint, no S3 support installed) raise :class:`~segmentation.errors.StorageError` with one line
+(see :func:`segmentation.s3.translate_error`).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, List
+from contextlib import contextmanager
+from typing import Any, Iterator, List
 
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
+
+from segmentation import s3
+from segmentation.errors import StorageError
 
 
 def join_path(base: str, *parts: str) -> str:
@@ -28,7 +38,27 @@ def _jvm(spark: SparkSession) -> Any:
     return jvm
 
 
+@contextmanager
+def translated_errors(path: str) -> Iterator[None]:
+    """Turn storage failures on ``path`` surfacing through py4j into one-line errors.
+
+    Raises
+    ------
+    StorageError
+        For the failures :func:`segmentation.s3.translate_error` recognises; other errors pass
+        through unchanged.
+    """
+    try:
+        yield
+    except Py4JJavaError as error:
+        translated = s3.translate_error(error, path)
+        if translated is None:
+            raise
+        raise translated from None
+
+
 def _fs_and_path(spark: SparkSession, path: str) -> Any:
+    s3.remember_bucket(path)
     hadoop_path = _jvm(spark).org.apache.hadoop.fs.Path(path)
     conf = spark.sparkContext._jsc.hadoopConfiguration()
     fs = hadoop_path.getFileSystem(conf)
@@ -37,54 +67,78 @@ def _fs_and_path(spark: SparkSession, path: str) -> Any:
     return fs, hadoop_path
 
 
+def _status(fs: Any, hadoop_path: Any) -> Any:
+    """The FileStatus of ``hadoop_path``, or ``None`` when nothing is there.
+
+    One call instead of ``exists`` then ``getFileStatus`` (each a round trip on S3, where a prefix
+    with objects under it is a folder).
+    """
+    try:
+        return fs.getFileStatus(hadoop_path)
+    except Py4JJavaError as error:
+        if str(error.java_exception.getClass().getName()) == "java.io.FileNotFoundException":
+            return None
+        raise
+
+
 def exists(spark: SparkSession, path: str) -> bool:
     """Whether ``path`` exists; a glob counts when it matches anything."""
-    fs, hadoop_path = _fs_and_path(spark, path)
-    if any(ch in path for ch in "*?[{"):
-        matches = fs.globStatus(hadoop_path)
-        return matches is not None and len(matches) > 0
-    return bool(fs.exists(hadoop_path))
+    with translated_errors(path):
+        fs, hadoop_path = _fs_and_path(spark, path)
+        if any(ch in path for ch in "*?[{"):
+            matches = fs.globStatus(hadoop_path)
+            return matches is not None and len(matches) > 0
+        return bool(fs.exists(hadoop_path))
 
 
 def list_names(spark: SparkSession, path: str) -> List[str]:
     """Names of the entries directly under the folder ``path`` (empty if it does not exist)."""
-    fs, hadoop_path = _fs_and_path(spark, path)
-    if not fs.exists(hadoop_path) or not fs.getFileStatus(hadoop_path).isDirectory():
-        return []
-    return sorted(status.getPath().getName() for status in fs.listStatus(hadoop_path))
+    with translated_errors(path):
+        fs, hadoop_path = _fs_and_path(spark, path)
+        status = _status(fs, hadoop_path)
+        if status is None or not status.isDirectory():
+            return []
+        return sorted(entry.getPath().getName() for entry in fs.listStatus(hadoop_path))
 
 
 def is_directory(spark: SparkSession, path: str) -> bool:
     """Whether ``path`` is an existing folder."""
-    fs, hadoop_path = _fs_and_path(spark, path)
-    return bool(fs.exists(hadoop_path) and fs.getFileStatus(hadoop_path).isDirectory())
+    with translated_errors(path):
+        fs, hadoop_path = _fs_and_path(spark, path)
+        status = _status(fs, hadoop_path)
+        return status is not None and bool(status.isDirectory())
 
 
 def delete(spark: SparkSession, path: str) -> None:
     """Delete ``path`` recursively if it exists."""
-    fs, hadoop_path = _fs_and_path(spark, path)
-    if fs.exists(hadoop_path):
-        fs.delete(hadoop_path, True)
+    with translated_errors(path):
+        fs, hadoop_path = _fs_and_path(spark, path)
+        if fs.exists(hadoop_path):
+            fs.delete(hadoop_path, True)
 
 
 def write_text(spark: SparkSession, path: str, text: str) -> None:
     """Write ``text`` (UTF-8) to the file ``path``, replacing it."""
-    fs, hadoop_path = _fs_and_path(spark, path)
-    stream = fs.create(hadoop_path, True)
-    try:
-        stream.write(bytearray(text.encode("utf-8")))
-    finally:
-        stream.close()
+    with translated_errors(path):
+        fs, hadoop_path = _fs_and_path(spark, path)
+        stream = fs.create(hadoop_path, True)
+        try:
+            stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()
 
 
 def read_text(spark: SparkSession, path: str) -> str:
     """Read the UTF-8 file ``path`` whole (for small side files only)."""
-    fs, hadoop_path = _fs_and_path(spark, path)
-    stream = fs.open(hadoop_path)
-    try:
-        data = _jvm(spark).org.apache.commons.io.IOUtils.toByteArray(stream)
-    finally:
-        stream.close()
+    with translated_errors(path):
+        fs, hadoop_path = _fs_and_path(spark, path)
+        if _status(fs, hadoop_path) is None:
+            raise StorageError(f"not found: {path}")
+        stream = fs.open(hadoop_path)
+        try:
+            data = _jvm(spark).org.apache.commons.io.IOUtils.toByteArray(stream)
+        finally:
+            stream.close()
     return bytes(data).decode("utf-8")
 
 

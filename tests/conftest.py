@@ -14,19 +14,39 @@ os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
 
 from pyspark.sql import SparkSession
 
+from segmentation import s3
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 RETAIL_2009_2010 = SHARED_DATA / "online_retail_II_2009-2010.csv.gz"
 RETAIL_SAMPLE = SHARED_DATA / "online_retail_II_sample.csv.gz"
 
 
+#: S3A settings of the test session: fail in seconds, not minutes, when a test server is down or
+#: a request is refused (production keeps the S3A defaults: 20 SDK attempts, 7 S3A retries).
+TEST_S3A_CONF = {
+    "spark.hadoop.fs.s3a.attempts.maximum": "1",
+    "spark.hadoop.fs.s3a.retry.limit": "1",
+    "spark.hadoop.fs.s3a.retry.interval": "100ms",
+    "spark.hadoop.fs.s3a.connection.establish.timeout": "2000",
+    "spark.hadoop.fs.s3a.connection.timeout": "10000",
+}
+
+
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
-    """A ``local[2]`` session: few shuffle partitions, no UI, UTC, workers on this interpreter."""
+    """A ``local[2]`` session: few shuffle partitions, no UI, UTC, workers on this interpreter.
+
+    It has the S3 jars and scheme mappings of :func:`segmentation.s3.session_conf` (what
+    ``build_session`` adds), so tests can read and write ``s3://`` on a local test server.
+    """
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    builder = SparkSession.builder
+    for key, value in {**s3.session_conf(), **TEST_S3A_CONF}.items():
+        builder = builder.config(key, value)
     session = (
-        SparkSession.builder.master("local[2]")
+        builder.master("local[2]")
         .appName("segmentation-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "2")

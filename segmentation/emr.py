@@ -1,0 +1,1063 @@
+"""``segmentation emr submit | status``: the jobs as Amazon EMR steps.
+
+``submit`` validates each job's flags with the jobs' own parser (:func:`segmentation.cli
+.build_parser`), packages the ``segmentation`` package as a zip for ``--py-files``, uploads it
+with ``jobs/*.py``, ``emr/bootstrap.sh`` and a record of the request to a versioned S3 prefix,
+then adds the steps to a running cluster (``AddJobFlowSteps``) or starts a transient cluster that
+runs them and terminates (``RunJobFlow``), and waits, printing a line per state change. The
+requests are built from the reviewed definitions in ``emr/`` (``cluster.json``,
+``steps/<command>.json``); ``--dry-run`` prints them as JSON without calling AWS.
+
+Nothing here starts Spark, and boto3 is imported only when AWS is called (the ``emr`` extra).
+
+Exit status: 0 the steps completed (or were submitted, with ``--no-wait``); 2 bad options or an
+AWS error, one line ``error: ...``; 3 a step failed, was cancelled or interrupted, or the cluster
+ended before its steps did; 130 the wait was interrupted (Ctrl-C: the steps go on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import re
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+
+from segmentation import __version__
+from segmentation.cli import build_parser, parse_conf
+from segmentation.errors import SegmentationError
+
+log = logging.getLogger(__name__)
+
+#: The commands that run as EMR steps (``generate`` and ``emr`` itself do not).
+JOB_COMMANDS = ("ingest", "features", "cluster", "run")
+EXIT_USAGE = 2
+#: A step failed, was cancelled or interrupted, or the cluster ended before its steps.
+EXIT_STEP_FAILED = 3
+TERMINAL_STEP_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED"})
+FAILED_STEP_STATES = frozenset({"CANCELLED", "FAILED", "INTERRUPTED"})
+ENDED_CLUSTER_STATES = frozenset({"TERMINATED", "TERMINATED_WITH_ERRORS"})
+ACTIONS_ON_FAILURE = ("TERMINATE_CLUSTER", "CANCEL_AND_WAIT", "CONTINUE")
+#: RunJobFlow fields that are integers: a placeholder there renders to a number.
+INTEGER_KEYS = frozenset({
+    "TargetOnDemandCapacity", "TargetSpotCapacity", "WeightedCapacity", "InstanceCount",
+    "TimeoutDurationMinutes", "StepConcurrencyLevel", "EbsRootVolumeSize", "SizeInGB",
+    "VolumesPerInstance",
+})
+#: Job inputs and outputs must be locations every node reaches.
+CLUSTER_SCHEMES = ("s3://", "s3a://", "hdfs://", "file://")
+#: Placeholders that submit fills from its own options.
+RESERVED_PLACEHOLDERS = {
+    "CODE_PREFIX": "--code-uri", "LOG_URI": "--log-uri", "CLUSTER_NAME": "--name",
+    "ACTION_ON_FAILURE": "--action-on-failure", "PACKAGE_VERSION": "a new package version",
+}
+EXIT_INTERRUPTED = 130
+PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::-([^}]*))?\}")
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class EmrError(SegmentationError):
+    """A problem with the ``emr`` options, the definitions in ``emr/``, or a call to AWS."""
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def placeholders(template: Any) -> Dict[str, Optional[str]]:
+    """The ``${NAME}`` / ``${NAME:-default}`` placeholders of a JSON template.
+
+    Parameters
+    ----------
+    template
+        Parsed JSON (dicts, lists, strings, numbers).
+
+    Returns
+    -------
+    dict
+        Name to default value, ``None`` for a placeholder without a default (a required one).
+    """
+    found: Dict[str, Optional[str]] = {}
+
+    def visit(value: Any) -> None:
+        if isinstance(value, str):
+            for match in PLACEHOLDER.finditer(value):
+                if found.get(match.group(1)) is None:
+                    found[match.group(1)] = match.group(2)
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, list):
+            for item in value:
+                visit(item)
+
+    visit(template)
+    return found
+
+
+_DROP = object()
+
+
+def render(template: Any, variables: Mapping[str, str], source: str = "template") -> Any:
+    """Fill a JSON template's placeholders.
+
+    ``${NAME}`` takes ``variables[NAME]`` (an error if absent); ``${NAME:-default}`` falls back
+    to the default. A string that contained a placeholder and renders empty is removed (from its
+    object or list), as is a list left empty by that, so optional settings (a subnet, a key pair)
+    disappear when not given. Under the integer fields of :data:`INTEGER_KEYS` the rendered text
+    becomes a number.
+
+    Parameters
+    ----------
+    template
+        Parsed JSON; not modified.
+    variables
+        Placeholder values.
+    source
+        Named in error messages (the template's file).
+
+    Returns
+    -------
+    Any
+        The rendered copy.
+
+    Raises
+    ------
+    EmrError
+        A placeholder without a default has no value, or an integer field is not a number.
+    """
+    missing: Set[str] = set()
+
+    def fill(text: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in variables:
+                return str(variables[name])
+            if default is not None:
+                return default
+            missing.add(name)
+            return ""
+
+        return PLACEHOLDER.sub(one, text)
+
+    def walk(value: Any, key: Optional[str]) -> Any:
+        if isinstance(value, str):
+            if not PLACEHOLDER.search(value):
+                return value
+            text = fill(value)
+            if text == "":
+                return _DROP
+            if key in INTEGER_KEYS:
+                try:
+                    return int(text)
+                except ValueError:
+                    raise EmrError(f"{source}: {key} must be a whole number: {text!r}") from None
+            return text
+        if isinstance(value, dict):
+            out = {}
+            for name, item in value.items():
+                rendered = walk(item, name)
+                if rendered is not _DROP:
+                    out[name] = rendered
+            return out
+        if isinstance(value, list):
+            items = [walk(item, key) for item in value]
+            kept = [item for item in items if item is not _DROP]
+            return _DROP if value and not kept else kept
+        return copy.deepcopy(value)
+
+    result = walk(template, None)
+    if missing:
+        names = ", ".join(sorted(missing))
+        raise EmrError(f"{source}: no value for {names} (pass --set NAME=VALUE)")
+    return result
+
+
+def load_json(path: Path) -> Any:
+    """Read a JSON definition, with its file named in the error when it is not valid JSON.
+
+    Parameters
+    ----------
+    path
+        The file.
+
+    Returns
+    -------
+    Any
+        The parsed document.
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EmrError(f"missing EMR definition: {path}") from None
+    except ValueError as error:
+        raise EmrError(f"{path}: not valid JSON: {error}") from None
+
+
+# --------------------------------------------------------------------------- jobs and steps
+
+
+def split_jobs(tokens: Sequence[str]) -> List[List[str]]:
+    """Split the words after ``--`` into jobs: ``run ...`` or ``ingest ... -- features ...``.
+
+    Parameters
+    ----------
+    tokens
+        The command line after ``segmentation emr submit [options]``.
+
+    Returns
+    -------
+    list of list of str
+        One list per job, each starting with its command.
+    """
+    words = list(tokens)
+    if words and words[0] == "--":
+        words = words[1:]
+    jobs: List[List[str]] = [[]]
+    for word in words:
+        if word == "--":
+            jobs.append([])
+        else:
+            jobs[-1].append(word)
+    if not any(jobs):
+        raise EmrError(
+            "no job given: end the options with the job, e.g. "
+            "-- run --source retail --input s3://bucket/in/ --output s3://bucket/out/"
+        )
+    if not all(jobs):
+        raise EmrError("an empty job between two --")
+    return jobs
+
+
+def validate_job(tokens: Sequence[str], number: int = 1) -> argparse.Namespace:
+    """Parse one job's flags with the jobs' own parser, and check they make sense on EMR.
+
+    Parameters
+    ----------
+    tokens
+        The command (``ingest``, ``features``, ``cluster``, ``run``) and its flags.
+    number
+        The job's position (1-based), named in errors.
+
+    Returns
+    -------
+    argparse.Namespace
+        The parsed flags, as the job will see them on the cluster.
+
+    Raises
+    ------
+    EmrError
+        With one line naming the step and the problem.
+    """
+    command = tokens[0]
+    if command not in JOB_COMMANDS:
+        raise EmrError(
+            f"step {number}: {command!r} is not a job; the steps are {', '.join(JOB_COMMANDS)}"
+        )
+    label = f"step {number} ({command})"
+    messages = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(messages), contextlib.redirect_stdout(io.StringIO()):
+            args = build_parser().parse_args(list(tokens))
+    except SystemExit as exit_info:
+        if exit_info.code == 0:
+            raise EmrError(f"{label}: --help is not a job flag") from None
+        lines = [line for line in messages.getvalue().splitlines() if line.strip()]
+        reason = lines[-1].split("error: ", 1)[-1] if lines else "invalid flags"
+        raise EmrError(f"{label}: {reason}") from None
+    if args.master is not None:
+        raise EmrError(f"{label}: --master is set by spark-submit on EMR (yarn); remove it")
+    for flag, value in (("--input", args.input), ("--output", args.output)):
+        if not value.startswith(CLUSTER_SCHEMES):
+            raise EmrError(
+                f"{label}: {flag} must be a location every node reads, such as "
+                f"s3://bucket/path/, not {value!r}"
+            )
+    sqlite = getattr(args, "input_format", "auto") == "sqlite" or args.input.lower().endswith(
+        (".sqlite", ".sqlite3", ".db")
+    )
+    if sqlite and not args.input.startswith("file://"):
+        raise EmrError(
+            f"{label}: SQLite input must be a local file on every node (file://...); "
+            "ingest it to Parquet first and point the job at the tables"
+        )
+    return args
+
+
+def _script_index(args: Sequence[str], command: str, source: str) -> int:
+    hits = [i for i, arg in enumerate(args) if arg.endswith(f"jobs/{command}.py")]
+    if len(hits) != 1:
+        raise EmrError(f"{source}: expected one jobs/{command}.py argument, found {len(hits)}")
+    return hits[0]
+
+
+def step_prefix(template: Mapping[str, Any], command: str, source: str) -> Dict[str, Any]:
+    """A step definition without the example flags after its job script.
+
+    Parameters
+    ----------
+    template
+        The step definition.
+    command
+        Its job command.
+    source
+        The definition's file, named in errors.
+
+    Returns
+    -------
+    dict
+        A copy whose ``Args`` end with ``jobs/<command>.py``.
+    """
+    step = copy.deepcopy(dict(template))
+    args = step["HadoopJarStep"]["Args"]
+    del args[_script_index(args, command, source) + 1:]
+    return step
+
+
+def build_step(
+    template: Mapping[str, Any], job: Sequence[str], variables: Mapping[str, str], source: str
+) -> Dict[str, Any]:
+    """One AddJobFlowSteps/RunJobFlow step from an ``emr/steps/<command>.json`` definition.
+
+    The definition's ``spark-submit`` arguments up to the job script are kept (rendered); the
+    example flags after the script are replaced by the job's own flags, verbatim.
+
+    Parameters
+    ----------
+    template
+        The step definition (one element of the file's list).
+    job
+        The command and its validated flags.
+    variables
+        Placeholder values (``CODE_PREFIX``, ``ACTION_ON_FAILURE``, ...).
+    source
+        The definition's file, named in errors.
+
+    Returns
+    -------
+    dict
+        The step as sent to EMR.
+    """
+    command, flags = job[0], list(job[1:])
+    rendered: Dict[str, Any] = render(step_prefix(template, command, source), variables, source)
+    rendered["HadoopJarStep"]["Args"].extend(flags)
+    return rendered
+
+
+def job_flags(step: Mapping[str, Any]) -> Tuple[str, List[str]]:
+    """The job command and flags of a step: the arguments after its ``jobs/<command>.py``.
+
+    Parameters
+    ----------
+    step
+        A step as sent to EMR or as defined in ``emr/steps/``.
+
+    Returns
+    -------
+    tuple
+        The command and the flags, ready for ``build_parser().parse_args([command, *flags])``.
+    """
+    args = step["HadoopJarStep"]["Args"]
+    for i, arg in enumerate(args):
+        match = re.search(r"jobs/(\w+)\.py$", arg)
+        if match:
+            return match.group(1), list(args[i + 1:])
+    raise EmrError(f"step {step.get('Name')!r} runs no jobs/<command>.py")
+
+
+# --------------------------------------------------------------------------- code bundle
+
+
+def package_zip(package_dir: Path = PACKAGE_DIR) -> bytes:
+    """The ``segmentation`` package as a zip for ``spark-submit --py-files``.
+
+    Built with :mod:`zipfile` from the package's sources (no pip, no build step), with fixed
+    timestamps and order so the same sources give the same bytes (and the same S3 prefix).
+
+    Parameters
+    ----------
+    package_dir
+        The package folder (default: this package).
+
+    Returns
+    -------
+    bytes
+        The archive, with ``segmentation/__init__.py`` etc. at its root.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(package_dir.rglob("*")):
+            if not path.is_file() or "__pycache__" in path.parts:
+                continue
+            if path.suffix not in (".py", ".typed"):
+                continue
+            info = zipfile.ZipInfo(
+                f"segmentation/{path.relative_to(package_dir).as_posix()}",
+                date_time=(1980, 1, 1, 0, 0, 0),
+            )
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
+    return buffer.getvalue()
+
+
+def code_bundle(project_dir: Path) -> Dict[str, bytes]:
+    """The files every step and the bootstrap action read, by name under the code prefix.
+
+    Parameters
+    ----------
+    project_dir
+        The source checkout holding ``jobs/`` and ``emr/``.
+
+    Returns
+    -------
+    dict
+        ``segmentation.zip``, ``jobs/<command>.py`` for every job, ``bootstrap.sh``.
+    """
+    files = {"segmentation.zip": package_zip()}
+    for command in JOB_COMMANDS:
+        script = project_dir / "jobs" / f"{command}.py"
+        if not script.is_file():
+            raise EmrError(f"missing job script {script} (run from a source checkout, or pass "
+                           "--project-dir)")
+        files[f"jobs/{command}.py"] = script.read_bytes()
+    bootstrap = project_dir / "emr" / "bootstrap.sh"
+    if not bootstrap.is_file():
+        raise EmrError(f"missing bootstrap action {bootstrap}")
+    files["bootstrap.sh"] = bootstrap.read_bytes()
+    return files
+
+
+def bundle_digest(files: Mapping[str, bytes]) -> str:
+    """SHA-256 over the bundle's names and contents (hex).
+
+    Parameters
+    ----------
+    files
+        Name to content.
+
+    Returns
+    -------
+    str
+        The digest; its first 12 characters version the code prefix.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return digest.hexdigest()
+
+
+def split_s3_uri(uri: str, flag: str) -> Tuple[str, str]:
+    """Bucket and key of an ``s3://bucket/key`` URI.
+
+    Parameters
+    ----------
+    uri
+        The URI.
+    flag
+        The option it came from, named in the error.
+
+    Returns
+    -------
+    tuple
+        ``(bucket, key)``; the key may be empty.
+    """
+    match = re.match(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(.*))?$", uri)
+    if not match:
+        raise EmrError(f"{flag} must be s3://bucket/prefix/: {uri!r}")
+    return match.group(1), match.group(2) or ""
+
+
+def join_uri(prefix: str, *parts: str) -> str:
+    """``prefix`` and ``parts`` joined with single slashes, ``s3n://`` read as ``s3://``.
+
+    Parameters
+    ----------
+    prefix
+        A folder URI, with or without the trailing slash.
+    *parts
+        Path parts.
+
+    Returns
+    -------
+    str
+        The joined URI.
+    """
+    if prefix.startswith("s3n://"):
+        prefix = "s3://" + prefix[len("s3n://"):]
+    kept = [part.strip("/") for part in parts if part.strip("/")]
+    return "/".join([prefix.rstrip("/"), *kept])
+
+
+def step_log_uri(log_uri: Optional[str], cluster_id: str, step_id: str) -> str:
+    """Where EMR writes a step's ``controller``, ``stderr`` and ``stdout`` logs.
+
+    Parameters
+    ----------
+    log_uri
+        The cluster's ``LogUri``.
+    cluster_id, step_id
+        The step.
+
+    Returns
+    -------
+    str
+        ``<LogUri>/<cluster-id>/steps/<step-id>/``, or a note when the cluster keeps no logs.
+    """
+    if not log_uri:
+        return "(the cluster has no LogUri: step logs stay on the primary node)"
+    return join_uri(log_uri, cluster_id, "steps", step_id) + "/"
+
+
+def find_project_dir(given: Optional[str]) -> Path:
+    """The source checkout with ``jobs/`` and ``emr/``.
+
+    Parameters
+    ----------
+    given
+        ``--project-dir``; by default the checkout holding this package (an editable install),
+        else the current folder.
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
+    candidates = [Path(given)] if given else [PACKAGE_DIR.parent, Path.cwd()]
+    for candidate in candidates:
+        if (candidate / "jobs").is_dir() and (candidate / "emr").is_dir():
+            return candidate.resolve()
+    raise EmrError(
+        f"no jobs/ and emr/ in {', '.join(str(c) for c in candidates)}: run from a source "
+        "checkout or pass --project-dir"
+    )
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclasses.dataclass
+class SubmitPlan:
+    """Everything ``submit`` uploads and sends, computed without calling AWS."""
+
+    code_prefix: str
+    files: Dict[str, bytes]
+    operation: str
+    request: Dict[str, Any]
+
+    def uploads(self) -> List[Tuple[str, bytes]]:
+        """``(s3 uri, body)`` of every file, the code first and the request record last.
+
+        Returns
+        -------
+        list of tuple
+            In upload order.
+        """
+        return [(self.code_prefix + name, body) for name, body in self.files.items()]
+
+    def describe(self) -> Dict[str, Any]:
+        """The plan as ``--dry-run`` prints it.
+
+        Returns
+        -------
+        dict
+            The uploads (URI, size, SHA-256) and the EMR request.
+        """
+        return {
+            "code_prefix": self.code_prefix,
+            "uploads": [
+                {"uri": uri, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+                for uri, body in self.uploads()
+            ],
+            "operation": self.operation,
+            "request": self.request,
+        }
+
+
+def plan_submit(args: argparse.Namespace) -> SubmitPlan:
+    """Validate the ``submit`` options and jobs and build the uploads and the EMR request.
+
+    Parameters
+    ----------
+    args
+        Parsed ``segmentation emr submit`` options.
+
+    Returns
+    -------
+    SubmitPlan
+        What to upload and the ``RunJobFlow`` or ``AddJobFlowSteps`` request.
+    """
+    jobs = split_jobs(args.job)
+    for number, job in enumerate(jobs, 1):
+        validate_job(job, number)
+    bucket, key = split_s3_uri(args.code_uri, "--code-uri")
+    if args.log_uri is not None:
+        split_s3_uri(args.log_uri, "--log-uri")
+    project_dir = find_project_dir(args.project_dir)
+    emr_dir = project_dir / "emr"
+    files = code_bundle(project_dir)
+    version = f"segmentation-{__version__}-{bundle_digest(files)[:12]}"
+    code_prefix = join_uri(f"s3://{bucket}", key, version) + "/"
+
+    sets = dict(args.set)
+    variables: Dict[str, str] = {"CODE_PREFIX": code_prefix, "PACKAGE_VERSION": __version__}
+    if args.cluster_id is None:
+        action = args.action_on_failure or "TERMINATE_CLUSTER"
+    else:
+        action = args.action_on_failure or ("CONTINUE" if len(jobs) == 1 else "CANCEL_AND_WAIT")
+    variables["ACTION_ON_FAILURE"] = action
+
+    step_templates = {}
+    for command in {job[0] for job in jobs}:
+        path = emr_dir / "steps" / f"{command}.json"
+        document = load_json(path)
+        if not (isinstance(document, list) and len(document) == 1):
+            raise EmrError(f"{path}: expected a list with one step")
+        step_templates[command] = (document[0], str(path))
+
+    cluster_path = Path(args.cluster_config) if args.cluster_config else emr_dir / "cluster.json"
+    known = {
+        name
+        for command, (template, source) in step_templates.items()
+        for name in placeholders(step_prefix(template, command, source))
+    }
+    cluster_template = None
+    if args.cluster_id is None:
+        if args.log_uri is None:
+            raise EmrError("a new cluster needs --log-uri s3://bucket/logs/ (its step logs go "
+                           "there); or add the steps to a running cluster with --cluster-id")
+        cluster_template = load_json(cluster_path)
+        known |= set(placeholders(cluster_template))
+        variables["LOG_URI"] = args.log_uri
+        if args.name is not None:
+            variables["CLUSTER_NAME"] = args.name
+    else:
+        for flag, value in (("--log-uri", args.log_uri), ("--name", args.name),
+                            ("--cluster-config", args.cluster_config)):
+            if value is not None:
+                raise EmrError(f"{flag} applies to a new cluster, not to --cluster-id")
+    reserved = sorted(set(sets) & set(RESERVED_PLACEHOLDERS))
+    if reserved:
+        raise EmrError(f"--set {reserved[0]}: filled by submit itself "
+                       f"(use {RESERVED_PLACEHOLDERS[reserved[0]]})")
+    unknown = sorted(set(sets) - known)
+    if unknown:
+        settable = ", ".join(sorted(known - set(RESERVED_PLACEHOLDERS)))
+        raise EmrError(f"--set {unknown[0]}: no such placeholder in the definitions "
+                       f"(settable: {settable})")
+    variables.update(sets)
+
+    steps = [
+        build_step(step_templates[job[0]][0], job, variables, step_templates[job[0]][1])
+        for job in jobs
+    ]
+    if cluster_template is None:
+        operation = "AddJobFlowSteps"
+        request: Dict[str, Any] = {"JobFlowId": args.cluster_id, "Steps": steps}
+    else:
+        operation = "RunJobFlow"
+        request = render(cluster_template, variables, str(cluster_path))
+        request["Steps"] = steps
+    record = json.dumps(request, indent=2, sort_keys=True).encode()
+    files[f"requests/{operation}-{hashlib.sha256(record).hexdigest()[:12]}.json"] = record
+    return SubmitPlan(code_prefix=code_prefix, files=files, operation=operation, request=request)
+
+
+# --------------------------------------------------------------------------- AWS
+
+
+def aws_session(region: Optional[str] = None, profile: Optional[str] = None) -> Any:
+    """A boto3 session; boto3 is imported here, so only the AWS-calling paths need it.
+
+    Parameters
+    ----------
+    region
+        AWS region (default: the profile's or the environment's).
+    profile
+        Named profile of the AWS config (default: the environment's).
+
+    Returns
+    -------
+    boto3.session.Session
+        The session.
+    """
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError
+    except ImportError:
+        raise EmrError("boto3 is not installed: pip install 'segmentation[emr]'") from None
+    try:
+        return boto3.session.Session(region_name=region, profile_name=profile)
+    except BotoCoreError as error:
+        raise EmrError(str(error)) from None
+
+
+@contextlib.contextmanager
+def aws_errors() -> Iterator[None]:
+    """Turn AWS errors (no credentials, access denied, no such cluster) into one line.
+
+    Yields
+    ------
+    None
+        Inside the block, botocore's errors become :class:`EmrError`.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as error:
+        raise EmrError(f"AWS: {error}") from None
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _step_name(step: Mapping[str, Any]) -> str:
+    return str(step.get("Name") or step.get("Id"))
+
+
+def step_report(step: Mapping[str, Any], cluster_id: str, log_uri: Optional[str]) -> List[str]:
+    """Lines describing a step: its state and log location, and why it failed.
+
+    Parameters
+    ----------
+    step
+        ``describe_step``'s ``Step`` (or a ``list_steps`` summary).
+    cluster_id
+        Its cluster.
+    log_uri
+        The cluster's ``LogUri``.
+
+    Returns
+    -------
+    list of str
+        ``step <id> (<name>): <STATE>, logs <uri>`` and, when it failed, its reason, message
+        and log file.
+    """
+    status = step["Status"]
+    lines = [
+        f"step {step['Id']} ({_step_name(step)}): {status['State']}, "
+        f"logs {step_log_uri(log_uri, cluster_id, step['Id'])}"
+    ]
+    failure = status.get("FailureDetails") or {}
+    if status["State"] in FAILED_STEP_STATES:
+        reason = failure.get("Reason") or (status.get("StateChangeReason") or {}).get("Message")
+        if reason:
+            lines.append(f"  reason: {reason}")
+        if failure.get("Message"):
+            lines.append(f"  message: {failure['Message']}")
+        if failure.get("LogFile"):
+            lines.append(f"  log file: {join_uri(failure['LogFile'])}")
+    return lines
+
+
+def wait_for_steps(
+    emr: Any,
+    cluster_id: str,
+    step_ids: Sequence[str],
+    poll_seconds: float = 30.0,
+    out: Callable[[str], None] = print,
+) -> int:
+    """Poll the cluster and its steps until every step ends; report each step.
+
+    A line is logged per state change of the cluster and of each step; at the end each step's
+    final state and log location are printed (with the failure's reason and log file).
+
+    Parameters
+    ----------
+    emr
+        A boto3 EMR client.
+    cluster_id
+        The cluster.
+    step_ids
+        The steps to follow, in order.
+    poll_seconds
+        Seconds between polls.
+    out
+        Where the final report goes (default: stdout).
+
+    Returns
+    -------
+    int
+        0 when every step completed, :data:`EXIT_STEP_FAILED` otherwise, and
+        :data:`EXIT_INTERRUPTED` when the wait is interrupted (Ctrl-C; the steps go on).
+    """
+    try:
+        return _wait(emr, cluster_id, step_ids, poll_seconds, out)
+    except KeyboardInterrupt:
+        out(f"stopped waiting; the steps go on: segmentation emr status --cluster-id "
+            f"{cluster_id} --wait")
+        return EXIT_INTERRUPTED
+
+
+def _wait(
+    emr: Any, cluster_id: str, step_ids: Sequence[str], poll_seconds: float,
+    out: Callable[[str], None],
+) -> int:
+    seen: Dict[str, str] = {}
+    cluster_state = ""
+    while True:
+        with aws_errors():
+            cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+            steps = [
+                emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]
+                for step_id in step_ids
+            ]
+        state = cluster["Status"]["State"]
+        if state != cluster_state:
+            log.info("cluster %s: %s", cluster_id, state)
+            cluster_state = state
+        for step in steps:
+            step_state = step["Status"]["State"]
+            if seen.get(step["Id"]) != step_state:
+                log.info("step %s (%s): %s", step["Id"], _step_name(step), step_state)
+                seen[step["Id"]] = step_state
+        done = all(step["Status"]["State"] in TERMINAL_STEP_STATES for step in steps)
+        if done or state in ENDED_CLUSTER_STATES:
+            break
+        _sleep(poll_seconds)
+    log_uri = cluster.get("LogUri")
+    for step in steps:
+        for line in step_report(step, cluster_id, log_uri):
+            out(line)
+    if not done:
+        reason = cluster["Status"].get("StateChangeReason") or {}
+        out(f"cluster {cluster_id} ended ({state}) before its steps: "
+            f"{reason.get('Code', '')} {reason.get('Message', '')}".rstrip())
+        return EXIT_STEP_FAILED
+    if any(step["Status"]["State"] in FAILED_STEP_STATES for step in steps):
+        return EXIT_STEP_FAILED
+    return 0
+
+
+def submit(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
+    """``segmentation emr submit``: validate, upload, start or add the steps, wait.
+
+    Parameters
+    ----------
+    args
+        Parsed options.
+    out
+        Where results go (default: stdout).
+
+    Returns
+    -------
+    int
+        The exit status.
+    """
+    plan = plan_submit(args)
+    if args.dry_run:
+        out(json.dumps(plan.describe(), indent=2))
+        return 0
+    session = aws_session(args.region, args.profile)
+    with aws_errors():
+        s3 = session.client("s3")
+        emr = session.client("emr")
+        for uri, body in plan.uploads():
+            bucket, key = split_s3_uri(uri, "--code-uri")
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+            log.info("uploaded %s (%s bytes)", uri, f"{len(body):,}")
+        if plan.operation == "RunJobFlow":
+            cluster_id = emr.run_job_flow(**plan.request)["JobFlowId"]
+            # A new cluster's steps are exactly ours; list_steps returns the newest first.
+            listed = emr.list_steps(ClusterId=cluster_id)["Steps"]
+            step_ids = [step["Id"] for step in reversed(listed)]
+            out(f"started cluster {cluster_id} (terminates after its steps)")
+        else:
+            cluster_id = args.cluster_id
+            step_ids = emr.add_job_flow_steps(**plan.request)["StepIds"]
+    for step_id, step in zip(step_ids, plan.request["Steps"]):
+        out(f"step {step_id} ({step['Name']}) submitted")
+    if args.no_wait:
+        out(f"follow with: segmentation emr status --cluster-id {cluster_id} --wait")
+        return 0
+    return wait_for_steps(emr, cluster_id, step_ids, args.poll_seconds, out)
+
+
+def status(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
+    """``segmentation emr status``: the cluster's state and its steps' states and logs.
+
+    Parameters
+    ----------
+    args
+        Parsed options.
+    out
+        Where results go (default: stdout).
+
+    Returns
+    -------
+    int
+        0; with ``--step-id`` or ``--wait``, :data:`EXIT_STEP_FAILED` when a step failed.
+    """
+    session = aws_session(args.region, args.profile)
+    with aws_errors():
+        emr = session.client("emr")
+        cluster = emr.describe_cluster(ClusterId=args.cluster_id)["Cluster"]
+        if args.step_id:
+            steps = [emr.describe_step(ClusterId=args.cluster_id, StepId=step_id)["Step"]
+                     for step_id in args.step_id]
+        else:
+            steps = []
+            for page in emr.get_paginator("list_steps").paginate(ClusterId=args.cluster_id):
+                steps.extend(page["Steps"])
+            steps.reverse()  # oldest first
+    reason = cluster["Status"].get("StateChangeReason") or {}
+    line = f"cluster {args.cluster_id} ({cluster.get('Name', '')}): {cluster['Status']['State']}"
+    if reason.get("Message"):
+        line += f" ({reason['Message']})"
+    out(line)
+    if args.wait:
+        pending = [step["Id"] for step in steps]
+        if pending:
+            return wait_for_steps(emr, args.cluster_id, pending, args.poll_seconds, out)
+    for step in steps:
+        for text in step_report(step, args.cluster_id, cluster.get("LogUri")):
+            out(text)
+    failed = any(step["Status"]["State"] in FAILED_STEP_STATES for step in steps)
+    return EXIT_STEP_FAILED if failed and (args.step_id or args.wait) else 0
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_parser(commands: Any) -> None:
+    """Add ``emr submit`` and ``emr status`` to the ``segmentation`` command's subparsers.
+
+    Parameters
+    ----------
+    commands
+        The ``add_subparsers()`` action of :func:`segmentation.cli.build_parser`.
+    """
+    emr = commands.add_parser(
+        "emr", help="run the jobs as Amazon EMR steps (needs the emr extra: boto3)",
+        description="Submit the jobs as Amazon EMR steps and follow them. Exit status: 0 done, "
+        "2 bad options or an AWS error, 3 a step failed or was cancelled.",
+    )
+    actions = emr.add_subparsers(dest="emr_command", metavar="ACTION", required=True)
+
+    submit_parser = actions.add_parser(
+        "submit", help="upload the code, then start a cluster or add steps, and wait",
+        description="Upload the package, jobs/ and emr/bootstrap.sh to a versioned prefix of "
+        "--code-uri, then run the job(s) given after -- as steps: on a new transient cluster "
+        "(emr/cluster.json) or, with --cluster-id, on a running one. Each job is the command "
+        "and its flags, checked by the same parser as on the cluster: "
+        "-- run --source retail --input s3://b/in/ --output s3://b/out/, or several separated "
+        "by --: -- ingest ... -- features ... -- cluster ...",
+        usage="%(prog)s --code-uri S3URI [options] -- COMMAND FLAGS [-- COMMAND FLAGS ...]",
+    )
+    submit_parser.add_argument(
+        "--code-uri", required=True, metavar="S3URI",
+        help="S3 folder for the code; a subfolder segmentation-<version>-<hash>/ is written",
+    )
+    submit_parser.add_argument(
+        "--cluster-id", metavar="ID",
+        help="add the steps to this running cluster (default: start a transient cluster)",
+    )
+    submit_parser.add_argument(
+        "--log-uri", metavar="S3URI", help="new cluster: S3 folder for its logs (required then)"
+    )
+    submit_parser.add_argument("--name", help="new cluster: its name (default: segmentation)")
+    submit_parser.add_argument(
+        "--cluster-config", metavar="PATH",
+        help="new cluster: RunJobFlow template to use instead of emr/cluster.json",
+    )
+    submit_parser.add_argument(
+        "--set", type=parse_conf, action="append", default=[], metavar="NAME=VALUE",
+        help="value of a ${NAME} placeholder of the definitions, repeatable "
+        "(e.g. --set SUBNET_ID=subnet-0abc --set CORE_CAPACITY=4)",
+    )
+    submit_parser.add_argument(
+        "--action-on-failure", choices=ACTIONS_ON_FAILURE,
+        help="default: TERMINATE_CLUSTER on a new cluster; on a running one CONTINUE for one "
+        "step, CANCEL_AND_WAIT for several (later steps are cancelled)",
+    )
+    submit_parser.add_argument(
+        "--no-wait", action="store_true", help="return once submitted (follow with status)"
+    )
+    submit_parser.add_argument(
+        "--dry-run", action="store_true",
+        help="print the uploads and the EMR request as JSON; call nothing (no credentials)",
+    )
+    submit_parser.add_argument(
+        "--project-dir", metavar="DIR",
+        help="source checkout with jobs/ and emr/ (default: the one holding this package, "
+        "else the current folder)",
+    )
+    _add_aws_flags(submit_parser)
+    submit_parser.add_argument(
+        "job", nargs=argparse.REMAINDER,
+        help="after --: the job command (ingest, features, cluster, run) and its flags",
+    )
+
+    status_parser = actions.add_parser(
+        "status", help="state of a cluster and of its steps, with their log locations",
+        description="Print the cluster's state and each step's state and S3 log folder.",
+    )
+    status_parser.add_argument("--cluster-id", required=True, metavar="ID", help="the cluster")
+    status_parser.add_argument(
+        "--step-id", action="append", default=[], metavar="ID",
+        help="only this step, repeatable (default: every step); exit 3 when it failed",
+    )
+    status_parser.add_argument(
+        "--wait", action="store_true", help="wait until the steps end, as submit does"
+    )
+    _add_aws_flags(status_parser)
+
+
+def _add_aws_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("AWS")
+    group.add_argument("--region", help="AWS region (default: the profile's or AWS_REGION)")
+    group.add_argument("--profile", help="named AWS profile (default: the environment's)")
+    group.add_argument(
+        "--poll-seconds", type=float, default=30.0, metavar="S",
+        help="seconds between state checks while waiting (default: 30)",
+    )
+    group.add_argument("--verbose", action="store_true", help="debug logging")
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Progress lines to stderr, as the Spark commands log (without importing Spark).
+
+    Parameters
+    ----------
+    verbose
+        Debug level instead of info.
+    """
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S", stream=sys.stderr,
+    )
+    logging.getLogger("segmentation").setLevel(level)
+    for noisy in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run ``segmentation emr submit|status``; return the exit status.
+
+    Parameters
+    ----------
+    args
+        Parsed ``segmentation emr ...`` options.
+
+    Returns
+    -------
+    int
+        0 done, 2 bad options or an AWS error (one ``error:`` line), 3 a step failed.
+    """
+    configure_logging(args.verbose)
+    try:
+        return submit(args) if args.emr_command == "submit" else status(args)
+    except SegmentationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
