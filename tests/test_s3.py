@@ -325,6 +325,32 @@ def test_wrong_credentials(
     assert server.keys("out/denied") == []
 
 
+def test_read_only_credentials_fail_at_the_first_write(
+    server: S3Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    iam = boto3.client("iam", endpoint_url=server.endpoint, region_name=REGION,
+                       aws_access_key_id=server.access_key,
+                       aws_secret_access_key=server.secret_key)
+    iam.create_user(UserName="reader")
+    read_only = {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"],
+            "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
+        }],
+    }
+    iam.put_user_policy(UserName="reader", PolicyName="read",
+                        PolicyDocument=json.dumps(read_only))
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    line = run_fails(["features", "--source", "retail", "--input", f"s3://{BUCKET}/{RETAIL_KEY}",
+                      "--output", f"s3://{BUCKET}/out/read-only"], capsys)
+    assert line.startswith(f"error: access to s3://{BUCKET}/out/read-only/features denied ")
+    assert server.keys("out/read-only") == []
+
+
 def test_credentials_from_a_profile(server: S3Server, tmp_path: Path) -> None:
     # A fresh process: the JVM reads AWS_PROFILE and the shared credentials file when it starts.
     credentials = tmp_path / "credentials"
