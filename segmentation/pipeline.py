@@ -15,7 +15,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import NumericType
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    NumericType,
+    StructField,
+    StructType,
+)
 
 from segmentation import features as ft
 from segmentation import readers, storage
@@ -30,6 +39,21 @@ SOURCES = ("avito", "retail", "events")
 OUTPUT_ENTRIES = (
     "features", "assignments", "profiles", "profiles.json", "k_selection", "k_selection.json",
     "model", "tables", "manifest.json", "_SUCCESS",
+)
+
+#: ``k_selection/``: one row per k of the sweep (explicit: a metric may be NULL for every k).
+K_SELECTION_SCHEMA = StructType(
+    [
+        StructField("k", IntegerType(), False),
+        StructField("wssse", DoubleType(), False),
+        StructField("silhouette", DoubleType(), True),
+        StructField("davies_bouldin", DoubleType(), True),
+        StructField("calinski_harabasz", DoubleType(), True),
+        StructField("cluster_sizes", ArrayType(LongType(), False), False),
+        StructField("non_empty_clusters", IntegerType(), False),
+        StructField("seconds", DoubleType(), False),
+        StructField("chosen", BooleanType(), False),
+    ]
 )
 
 #: Above this share of rows with unparseable dates, the input is rejected (wrong format).
@@ -387,7 +411,10 @@ def cluster_stage(
     selection = [
         {**result.to_dict(), "chosen": result.k == chosen} for result in results
     ]
-    k_selection = spark.createDataFrame(selection)
+    k_selection = spark.createDataFrame(
+        [tuple(row[f.name] for f in K_SELECTION_SCHEMA.fields) for row in selection],
+        K_SELECTION_SCHEMA,
+    )
     write_parquet(k_selection.orderBy("k"), output, "k_selection", partitions=1)
     storage.write_json(
         spark, storage.join_path(output, "k_selection.json"),

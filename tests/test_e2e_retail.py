@@ -137,7 +137,15 @@ def test_assignments_profiles_and_k_selection_agree(
     assert [r["k"] for r in selection["results"] if r["chosen"]] == [k]
     best = max(selection["results"], key=lambda r: r["silhouette"])
     assert best["k"] == k
-    assert pd.read_parquet(run_output / "k_selection")["chosen"].sum() == 1
+    k_table = pd.read_parquet(run_output / "k_selection")
+    assert k_table["chosen"].sum() == 1
+    assert list(k_table.columns) == [
+        "k", "wssse", "silhouette", "davies_bouldin", "calinski_harabasz", "cluster_sizes",
+        "non_empty_clusters", "seconds", "chosen",
+    ]
+    assert [list(sizes) for sizes in k_table["cluster_sizes"]] == [
+        r["cluster_sizes"] for r in selection["results"]
+    ]
     segments = json.loads((run_output / "profiles.json").read_text())["segments"]
     assert [s["segment"] for s in segments] == list(profiles["segment"])
 
