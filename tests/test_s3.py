@@ -11,6 +11,7 @@ import io
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -271,6 +272,33 @@ def test_avito_parquet_tables_on_s3(server: S3Server, spark: SparkSession) -> No
     assert manifest["clustering"]["feature_columns"] == ["recency_days", "frequency", "engagement"]
 
 
+def test_ingest_local_sqlite_to_s3_then_features_from_s3(
+    server: S3Server, spark: SparkSession, tmp_path: Path
+) -> None:
+    database = tmp_path / "database.sqlite"
+    generate_avito(str(database), users=150, searches=1500, fmt="sqlite", seed=5)
+    tables = f"s3://{BUCKET}/out/ingested"
+    assert main(["ingest", "--source", "avito", "--input", str(database),
+                 "--output", tables, "--sqlite-partitions", "2"]) == 0
+    assert top_level_names(server.keys("out/ingested/"), "out/ingested/") == {
+        "tables", "manifest.json", "_SUCCESS",
+    }
+    manifest = json.loads(server.read("out/ingested/manifest.json"))
+    with sqlite3.connect(database) as conn:
+        for table in ("trainSearchStream", "SearchInfo"):
+            count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            assert manifest["tables"][table]["rows"] == count
+    local = tmp_path / "local-features"
+    assert main(["features", "--source", "avito", "--input", str(database),
+                 "--output", str(local)]) == 0
+    assert main(["features", "--source", "avito", "--input", f"{tables}/tables",
+                 "--output", f"s3://{BUCKET}/out/ingested-features"]) == 0
+    assertDataFrameEqual(
+        spark.read.parquet(f"s3a://{BUCKET}/out/ingested-features/features"),
+        spark.read.parquet(str(local / "features")),
+    )
+
+
 # ------------------------------------------------------------------------------ errors
 
 
@@ -433,7 +461,8 @@ def test_without_the_jars_s3_paths_fail_with_one_line(server: S3Server, tmp_path
 
 def test_nothing_written_outside_the_output_prefixes(server: S3Server) -> None:
     keys = server.keys()
-    outside = {k for k in keys if not k.startswith(("out/retail/", "out/avito/"))}
+    outputs = ("out/retail/", "out/avito/", "out/ingested/", "out/ingested-features/")
+    outside = {k for k in keys if not k.startswith(outputs)}
     assert outside == server.uploaded
     assert server.uploaded == {
         RETAIL_KEY, "avito/SearchInfo/part-00000.parquet",
