@@ -1,4 +1,4 @@
-"""Benchmark: SQLite -> Parquet through :func:`segmentation.sqlite.read_sqlite_table`.
+"""Benchmark: SQLite -> Parquet through :func:`segmentation.io.sqlite.read_sqlite_table`.
 
 Generates an Avito-shaped database (``segmentation.generate.generate_avito``), then for each
 Avito table times the parallel ADBC read written to Parquet by Spark, and, for comparison, a
@@ -25,9 +25,9 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 from pyspark.sql.types import StructType
 
 from segmentation.generate import generate_avito
-from segmentation.schemas import AVITO_TABLES
+from segmentation.io.schemas import AVITO_TABLES
+from segmentation.io.sqlite import BATCH_ROWS, read_sqlite_table
 from segmentation.session import build_session, configure_logging
-from segmentation.sqlite import BATCH_ROWS, read_sqlite_table
 
 log = logging.getLogger("benchmarks.ingest_sqlite")
 

@@ -135,7 +135,7 @@ def retail_lines(
     non_product: str = "exclude",
     timestamp_format: Optional[str] = None,
 ) -> Transform:
-    """Parse canonical invoice lines (from :func:`segmentation.readers.read_retail`) and tag drops.
+    """Parse canonical invoice lines (:func:`segmentation.io.readers.read_retail`); tag drops.
 
     Output columns: ``customer_id, invoice, stock_code, quantity, price, invoice_time, amount``
     (``quantity * price``), ``is_cancellation`` and ``drop_reason``. Rules, first match wins:
@@ -368,7 +368,7 @@ EVENT_DROP_REASONS: Tuple[str, ...] = (
 
 
 def event_lines(timestamp_format: Optional[str] = None) -> Transform:
-    """Parse a mapped event log (:func:`segmentation.readers.read_events`) and tag drops.
+    """Parse a mapped event log (:func:`segmentation.io.readers.read_events`) and tag drops.
 
     Output: ``customer_id, event_time, session_id, amount, drop_reason``; ``session_id`` and
     ``amount`` are NULL when the log has no such column.

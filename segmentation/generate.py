@@ -1,7 +1,7 @@
 """Deterministic generator of Avito-shaped data (Kaggle "Avito Context Ad Clicks").
 
 Writes the two tables the RFE features read, ``trainSearchStream`` and ``SearchInfo``, with the
-Kaggle column names and types (see :mod:`segmentation.schemas`), as a SQLite database, Parquet
+Kaggle column names and types (see :mod:`segmentation.io.schemas`), as a SQLite database, Parquet
 folders or tab-separated text. It runs on the driver with numpy, pyarrow and sqlite3 only (no
 Spark), fully vectorised: one million searches take seconds.
 
@@ -84,7 +84,7 @@ from pyspark.sql.types import (
 )
 
 from segmentation.errors import InputError
-from segmentation.schemas import AVITO_SEARCH_INFO, AVITO_SEARCH_STREAM
+from segmentation.io.schemas import AVITO_SEARCH_INFO, AVITO_SEARCH_STREAM
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def arrow_schema(schema: StructType) -> pa.Schema:
     Parameters
     ----------
     schema : StructType
-        A flat Spark schema such as :data:`segmentation.schemas.AVITO_SEARCH_STREAM`.
+        A flat Spark schema such as :data:`segmentation.io.schemas.AVITO_SEARCH_STREAM`.
 
     Returns
     -------

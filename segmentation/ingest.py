@@ -1,8 +1,8 @@
 """``segmentation ingest``: source tables to Parquet, read in parallel.
 
 SQLite tables are read in rowid ranges by every executor at once (ADBC into Arrow inside
-``mapInArrow``, see :mod:`segmentation.sqlite`); CSV/TSV through Spark's reader. The Parquet keeps
-the source's table and column names, so the features job reads it like the original:
+``mapInArrow``, see :mod:`segmentation.io.sqlite`); CSV/TSV through Spark's reader. The Parquet
+keeps the source's table and column names, so the features job reads it like the original:
 ``OUTPUT/tables/trainSearchStream/``, ``OUTPUT/tables/SearchInfo/`` for Avito,
 ``OUTPUT/tables/invoices/`` for retail, ``OUTPUT/tables/events/`` for event logs.
 """
@@ -15,7 +15,7 @@ from typing import Dict, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 
-from segmentation import readers, storage
+from segmentation.io import readers, storage
 from segmentation.manifest import RunManifest
 from segmentation.pipeline import check_output, clear_output, finish
 

@@ -27,8 +27,8 @@ from pyspark.sql.types import (
 )
 
 from segmentation import features as ft
-from segmentation import readers, storage
 from segmentation.errors import EmptyResultError, InputError, OutputExistsError
+from segmentation.io import readers, storage
 from segmentation.manifest import RunManifest
 
 log = logging.getLogger(__name__)
@@ -368,7 +368,7 @@ def cluster_stage(
 
     Returns the segment profiles as dictionaries (one per cluster, cluster order).
     """
-    from segmentation import clustering
+    from segmentation.segments import clustering
 
     columns = list(feature_set.cluster_columns)
     if customers is None:

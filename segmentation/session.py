@@ -10,7 +10,7 @@ from typing import Mapping, Optional
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
-from segmentation import s3
+from segmentation.io import s3
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def build_session(
 
     Outside EMR, ``s3://``, ``s3a://`` and ``s3n://`` paths go through S3A with the jars of
     ``scripts/setup.sh`` and the endpoint, region and credentials of the usual AWS environment
-    variables (:mod:`segmentation.s3`); on EMR, ``s3://`` stays EMRFS.
+    variables (:mod:`segmentation.io.s3`); on EMR, ``s3://`` stays EMRFS.
 
     Parameters
     ----------

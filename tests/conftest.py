@@ -14,7 +14,7 @@ os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
 
 from pyspark.sql import SparkSession
 
-from segmentation import s3
+from segmentation.io import s3
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -37,7 +37,7 @@ TEST_S3A_CONF = {
 def spark() -> Iterator[SparkSession]:
     """A ``local[2]`` session: few shuffle partitions, no UI, UTC, workers on this interpreter.
 
-    It has the S3 jars and scheme mappings of :func:`segmentation.s3.session_conf` (what
+    It has the S3 jars and scheme mappings of :func:`segmentation.io.s3.session_conf` (what
     ``build_session`` adds), so tests can read and write ``s3://`` on a local test server.
     """
     os.environ["PYSPARK_PYTHON"] = sys.executable

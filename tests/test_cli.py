@@ -12,7 +12,8 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from segmentation.cli import build_parser, format_profiles, main, parse_k
+from segmentation.cli import format_profiles, main
+from segmentation.parser import build_parser, parse_k
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

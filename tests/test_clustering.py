@@ -1,4 +1,4 @@
-"""Tests of segmentation.clustering: transforms, k sweep, k choice, final model, profiles."""
+"""Tests of segmentation.segments.clustering: transforms, k sweep, choice of k, model, profiles."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from pyspark.sql.types import (
 )
 from pyspark.testing import assertDataFrameEqual
 
-from segmentation.clustering import (
+from segmentation.errors import EmptyResultError, InputError, SegmentationError
+from segmentation.segments.clustering import (
     KResult,
     SegmentationModel,
     choose_k,
@@ -33,7 +34,6 @@ from segmentation.clustering import (
     segment_profiles,
     sweep_k,
 )
-from segmentation.errors import EmptyResultError, InputError, SegmentationError
 
 E = math.e
 RFM_WEIGHTS = {"recency_days": -1.0, "frequency": 1.0, "monetary": 1.0}

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from segmentation.cli import build_parser
+from segmentation.parser import build_parser
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -22,8 +22,10 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.emr.models import emr_backends
 
-from segmentation import __version__, emr
-from segmentation.cli import build_parser, main
+from segmentation import __version__
+from segmentation.cli import main
+from segmentation.deploy import emr
+from segmentation.parser import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 EMR_DIR = REPO / "emr"
@@ -360,7 +362,7 @@ def test_failed_step_exits_3_with_reason_and_logs(
         f"  log file: {log_file}",
         f"step {second.id} (segmentation run): CANCELLED, logs {logs}/{second.id}/",
     ]
-    progress = [r.getMessage() for r in caplog.records if r.name == "segmentation.emr"]
+    progress = [r.getMessage() for r in caplog.records if r.name == "segmentation.deploy.emr"]
     assert all(line.startswith(f"uploaded {CODE_URI}segmentation-") for line in progress[:7])
     assert progress[7:] == [
         f"cluster {cluster_id}: RUNNING",

@@ -9,7 +9,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from segmentation import features as ft
-from segmentation.schemas import AVITO_SEARCH_INFO, AVITO_SEARCH_STREAM
+from segmentation.io.schemas import AVITO_SEARCH_INFO, AVITO_SEARCH_STREAM
 
 T = dt.datetime
 D = dt.date

@@ -18,7 +18,7 @@ from pyspark.sql import SparkSession
 
 from segmentation.errors import InputError
 from segmentation.generate import AvitoGenerationSummary, generate_avito
-from segmentation.schemas import AVITO_SEARCH_INFO, AVITO_SEARCH_STREAM
+from segmentation.io.schemas import AVITO_SEARCH_INFO, AVITO_SEARCH_STREAM
 
 USERS = 200
 SEARCHES = 2000

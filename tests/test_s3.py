@@ -28,9 +28,9 @@ from botocore.exceptions import ClientError
 from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from segmentation import s3
 from segmentation.cli import main
 from segmentation.generate import generate_avito
+from segmentation.io import s3
 
 pytestmark = pytest.mark.e2e
 

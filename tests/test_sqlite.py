@@ -1,4 +1,4 @@
-"""Parallel SQLite reads (segmentation.sqlite) on tiny hand-built databases."""
+"""Parallel SQLite reads (segmentation.io.sqlite) on tiny hand-built databases."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from pyspark.sql.types import (
 from pyspark.testing import assertDataFrameEqual
 
 from segmentation.errors import InputError
-from segmentation.schemas import AVITO_SEARCH_INFO, AVITO_SEARCH_STREAM
-from segmentation.sqlite import read_sqlite_table, split_rowid_range, sqlite_table_names
+from segmentation.io.schemas import AVITO_SEARCH_INFO, AVITO_SEARCH_STREAM
+from segmentation.io.sqlite import read_sqlite_table, split_rowid_range, sqlite_table_names
 
 # The Kaggle dump's declarations.
 STREAM_DDL = (

@@ -1,7 +1,7 @@
 """Readers: SQLite, CSV/TSV (optionally gzipped) and Parquet dumps into DataFrames.
 
 Paths may be files, folders or globs, local or URIs (``s3://``, ``s3a://``); they are passed to
-Spark unchanged, except SQLite, which must be a local file (see :mod:`segmentation.sqlite`).
+Spark unchanged, except SQLite, which must be a local file (see :mod:`segmentation.io.sqlite`).
 
 Every reader checks that the input exists and has the columns its source needs before returning,
 and raises :class:`~segmentation.errors.InputError` with one line naming the problem otherwise.
@@ -17,9 +17,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from segmentation import storage
 from segmentation.errors import InputError
-from segmentation.schemas import AVITO_TABLES
+from segmentation.io import storage
+from segmentation.io.schemas import AVITO_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def read_avito(
     """
     require_exists(spark, path)
     if fmt == "sqlite" or (fmt == "auto" and format_from_name(path) == "sqlite"):
-        from segmentation.sqlite import read_sqlite_table
+        from segmentation.io.sqlite import read_sqlite_table
 
         tables = {
             name: read_sqlite_table(spark, path, name, schema, num_partitions=sqlite_partitions)

@@ -186,7 +186,7 @@ def read_sqlite_table(
 
     Examples
     --------
-    >>> from segmentation.schemas import AVITO_SEARCH_STREAM
+    >>> from segmentation.io.schemas import AVITO_SEARCH_STREAM
     >>> stream = read_sqlite_table(
     ...     spark, "/mnt/data/database.sqlite", "trainSearchStream", AVITO_SEARCH_STREAM
     ... )  # doctest: +SKIP

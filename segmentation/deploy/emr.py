@@ -1,6 +1,6 @@
 """``segmentation emr submit | status``: the jobs as Amazon EMR steps.
 
-``submit`` validates each job's flags with the jobs' own parser (:func:`segmentation.cli
+``submit`` validates each job's flags with the jobs' own parser (:func:`segmentation.parser
 .build_parser`), packages the ``segmentation`` package as a zip for ``--py-files``, uploads it
 with ``jobs/*.py``, ``emr/bootstrap.sh`` and a record of the request to a versioned S3 prefix,
 then adds the steps to a running cluster (``AddJobFlowSteps``) or starts a transient cluster that
@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from segmentation import __version__
-from segmentation.cli import build_parser, parse_conf
 from segmentation.errors import SegmentationError
+from segmentation.parser import build_parser
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ EXIT_STEP_FAILED = 3
 TERMINAL_STEP_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED"})
 FAILED_STEP_STATES = frozenset({"CANCELLED", "FAILED", "INTERRUPTED"})
 ENDED_CLUSTER_STATES = frozenset({"TERMINATED", "TERMINATED_WITH_ERRORS"})
-ACTIONS_ON_FAILURE = ("TERMINATE_CLUSTER", "CANCEL_AND_WAIT", "CONTINUE")
 #: RunJobFlow fields that are integers: a placeholder there renders to a number.
 INTEGER_KEYS = frozenset({
     "TargetOnDemandCapacity", "TargetSpotCapacity", "WeightedCapacity", "InstanceCount",
@@ -62,7 +61,7 @@ RESERVED_PLACEHOLDERS = {
 }
 EXIT_INTERRUPTED = 130
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::-([^}]*))?\}")
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 class EmrError(SegmentationError):
@@ -397,7 +396,7 @@ def package_zip(package_dir: Path = PACKAGE_DIR) -> bytes:
         for path in sorted(package_dir.rglob("*")):
             if not path.is_file() or "__pycache__" in path.parts:
                 continue
-            if path.suffix not in (".py", ".typed"):
+            if path.suffix not in (".py", ".typed", ".j2"):
                 continue
             info = zipfile.ZipInfo(
                 f"segmentation/{path.relative_to(package_dir).as_posix()}",
@@ -927,101 +926,6 @@ def status(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
 
 
 # --------------------------------------------------------------------------- command line
-
-
-def add_parser(commands: Any) -> None:
-    """Add ``emr submit`` and ``emr status`` to the ``segmentation`` command's subparsers.
-
-    Parameters
-    ----------
-    commands
-        The ``add_subparsers()`` action of :func:`segmentation.cli.build_parser`.
-    """
-    emr = commands.add_parser(
-        "emr", help="run the jobs as Amazon EMR steps (needs the emr extra: boto3)",
-        description="Submit the jobs as Amazon EMR steps and follow them. Exit status: 0 done, "
-        "2 bad options or an AWS error, 3 a step failed or was cancelled.",
-    )
-    actions = emr.add_subparsers(dest="emr_command", metavar="ACTION", required=True)
-
-    submit_parser = actions.add_parser(
-        "submit", help="upload the code, then start a cluster or add steps, and wait",
-        description="Upload the package, jobs/ and emr/bootstrap.sh to a versioned prefix of "
-        "--code-uri, then run the job(s) given after -- as steps: on a new transient cluster "
-        "(emr/cluster.json) or, with --cluster-id, on a running one. Each job is the command "
-        "and its flags, checked by the same parser as on the cluster: "
-        "-- run --source retail --input s3://b/in/ --output s3://b/out/, or several separated "
-        "by --: -- ingest ... -- features ... -- cluster ...",
-        usage="%(prog)s --code-uri S3URI [options] -- COMMAND FLAGS [-- COMMAND FLAGS ...]",
-    )
-    submit_parser.add_argument(
-        "--code-uri", required=True, metavar="S3URI",
-        help="S3 folder for the code; a subfolder segmentation-<version>-<hash>/ is written",
-    )
-    submit_parser.add_argument(
-        "--cluster-id", metavar="ID",
-        help="add the steps to this running cluster (default: start a transient cluster)",
-    )
-    submit_parser.add_argument(
-        "--log-uri", metavar="S3URI", help="new cluster: S3 folder for its logs (required then)"
-    )
-    submit_parser.add_argument("--name", help="new cluster: its name (default: segmentation)")
-    submit_parser.add_argument(
-        "--cluster-config", metavar="PATH",
-        help="new cluster: RunJobFlow template to use instead of emr/cluster.json",
-    )
-    submit_parser.add_argument(
-        "--set", type=parse_conf, action="append", default=[], metavar="NAME=VALUE",
-        help="value of a ${NAME} placeholder of the definitions, repeatable "
-        "(e.g. --set SUBNET_ID=subnet-0abc --set CORE_CAPACITY=4)",
-    )
-    submit_parser.add_argument(
-        "--action-on-failure", choices=ACTIONS_ON_FAILURE,
-        help="default: TERMINATE_CLUSTER on a new cluster; on a running one CONTINUE for one "
-        "step, CANCEL_AND_WAIT for several (later steps are cancelled)",
-    )
-    submit_parser.add_argument(
-        "--no-wait", action="store_true", help="return once submitted (follow with status)"
-    )
-    submit_parser.add_argument(
-        "--dry-run", action="store_true",
-        help="print the uploads and the EMR request as JSON; call nothing (no credentials)",
-    )
-    submit_parser.add_argument(
-        "--project-dir", metavar="DIR",
-        help="source checkout with jobs/ and emr/ (default: the one holding this package, "
-        "else the current folder)",
-    )
-    _add_aws_flags(submit_parser)
-    submit_parser.add_argument(
-        "job", nargs=argparse.REMAINDER,
-        help="after --: the job command (ingest, features, cluster, run) and its flags",
-    )
-
-    status_parser = actions.add_parser(
-        "status", help="state of a cluster and of its steps, with their log locations",
-        description="Print the cluster's state and each step's state and S3 log folder.",
-    )
-    status_parser.add_argument("--cluster-id", required=True, metavar="ID", help="the cluster")
-    status_parser.add_argument(
-        "--step-id", action="append", default=[], metavar="ID",
-        help="only this step, repeatable (default: every step); exit 3 when it failed",
-    )
-    status_parser.add_argument(
-        "--wait", action="store_true", help="wait until the steps end, as submit does"
-    )
-    _add_aws_flags(status_parser)
-
-
-def _add_aws_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("AWS")
-    group.add_argument("--region", help="AWS region (default: the profile's or AWS_REGION)")
-    group.add_argument("--profile", help="named AWS profile (default: the environment's)")
-    group.add_argument(
-        "--poll-seconds", type=float, default=30.0, metavar="S",
-        help="seconds between state checks while waiting (default: 30)",
-    )
-    group.add_argument("--verbose", action="store_true", help="debug logging")
 
 
 def configure_logging(verbose: bool = False) -> None:

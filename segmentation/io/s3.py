@@ -57,7 +57,7 @@ CREDENTIAL_PROVIDERS = (
 
 #: Source label of the Hadoop settings written by :func:`configure_s3` (so a later call can
 #: tell its own settings from a user's).
-_SOURCE = "segmentation.s3"
+_SOURCE = "segmentation.io.s3"
 #: Sources that are defaults, not choices: settings from them may be replaced.
 _DEFAULT_SOURCES = ("core-default.xml", _SOURCE)
 
@@ -114,7 +114,7 @@ def jars_dir() -> Path:
     configured = os.environ.get(JARS_DIR_ENV)
     if configured:
         return Path(configured).expanduser()
-    return Path(__file__).resolve().parents[1] / ".jars"
+    return Path(__file__).resolve().parents[2] / ".jars"
 
 
 def bundled_jars() -> List[str]:

@@ -7,7 +7,7 @@ output object under the same prefix. On S3 a "folder" is a key prefix: :func:`ex
 
 Failures of the storage itself (a missing bucket, denied access, no credentials, an unreachable
 endpoint, no S3 support installed) raise :class:`~segmentation.errors.StorageError` with one line
-(see :func:`segmentation.s3.translate_error`).
+(see :func:`segmentation.io.s3.translate_error`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any, Iterator, List
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
-from segmentation import s3
 from segmentation.errors import StorageError
+from segmentation.io import s3
 
 
 def join_path(base: str, *parts: str) -> str:
@@ -45,7 +45,7 @@ def translated_errors(path: str) -> Iterator[None]:
     Raises
     ------
     StorageError
-        For the failures :func:`segmentation.s3.translate_error` recognises; other errors pass
+        For the failures :func:`segmentation.io.s3.translate_error` recognises; other errors pass
         through unchanged.
     """
     try:

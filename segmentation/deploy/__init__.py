@@ -1,0 +1,1 @@
+"""Deployment: the jobs as Amazon EMR steps (``segmentation emr``)."""

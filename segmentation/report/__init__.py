@@ -1,0 +1,1 @@
+"""The run report: figures and one self-contained HTML page."""
