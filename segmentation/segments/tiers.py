@@ -1,0 +1,361 @@
+"""Value tiers from per-metric 1-D clustering, as marketers build them by hand.
+
+Each metric (retail: ``recency_days``, ``frequency``, ``monetary``; Avito: ``recency_days``,
+``frequency``, ``engagement``) is clustered *on its own* with 1-D MLlib KMeans, its clusters are
+ranked, and the ranks are summed into a value score that is cut into three tiers.
+
+Fit (:func:`fit_value_tiers`)
+-----------------------------
+1. For each metric, one KMeans fit (k-means||, ``k`` = 3 or 4, ``seed``, ``max_iter``) on a
+   selection of that column alone, transformed to ``log1p(max(x, 0))``. Counts and spend have
+   heavy right tails: on raw values a handful of extreme customers would take clusters of their
+   own and everybody else would share one; on the log scale clusters are bands of the same
+   *relative* width (1-10, 10-100, ...). Negative values (net spend after returns) are clamped
+   to 0. NULL (and NaN) values are left out of the fit.
+2. The centres are sorted; the boundary between two adjacent centres is their midpoint, mapped
+   back to raw units with ``expm1``. In one dimension nearest-centre assignment is exactly
+   "which pair of midpoints is the value between", and ``log1p(max(x, 0))`` is monotone, so
+   comparing the *raw* value to these boundaries reproduces the fitted ``KMeansModel``'s
+   assignment (up to floating-point rounding at a boundary itself; a value equal to a boundary
+   goes to the lower cluster) without any log at scoring time.
+3. KMeans returns fewer centres than ``k`` when a metric has fewer distinct values; the centres
+   that exist are ranked. A constant metric has one centre and ranks everybody 0.
+
+Only the centres reach the driver: nothing customer-level is collected.
+
+Scoring (:func:`with_value_tiers`)
+----------------------------------
+* A metric's rank is its cluster's position among the metric's ``n`` sorted centres, ``0`` =
+  worst ... ``n - 1`` = best: ascending for higher-is-better metrics, reversed for recency (the
+  cluster of the fewest days ranks highest).
+* ``value_score`` = the sum of the ranks over the metrics (int), from 0 to
+  ``S = sum(n_metric - 1)`` (``S = 9`` for three metrics with 4 centres each).
+* ``value_tier``: ``"high"`` when ``value_score > 2S/3``, ``"low"`` when ``value_score < S/3``,
+  ``"mid"`` otherwise. The range is cut in thirds of the *achievable* maximum (a metric with
+  fewer centres, or a constant one, does not drag everybody down), and the rule is symmetric:
+  reversing every ranking swaps high and low exactly (``S = 9``: low 0-2, mid 3-6, high 7-9;
+  ``S = 6``: low 0-1, mid 2-4, high 5-6). With ``S = 0`` (every metric constant) everybody is
+  ``"mid"``.
+* A NULL (or NaN) metric gives a NULL ``value_score`` and ``value_tier``.
+
+The :class:`ValueTierModel` holds the sorted raw-unit boundaries (and centres, for reports) and
+the tier cuts, and saves to JSON (:meth:`ValueTierModel.to_dict`): a later period is scored with
+the saved boundaries, without refitting.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+
+from pyspark.ml.clustering import KMeans
+from pyspark.ml.feature import VectorAssembler
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import NumericType
+
+from segmentation.errors import EmptyResultError, InputError, SegmentationError
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[DataFrame], DataFrame]
+
+#: A metric: ``(feature column, higher_is_better)``.
+Metric = Tuple[str, bool]
+
+#: Retail: recency (lower is better), frequency, monetary.
+RFM_METRICS: Tuple[Metric, ...] = (
+    ("recency_days", False),
+    ("frequency", True),
+    ("monetary", True),
+)
+
+#: Avito: recency (lower is better), frequency (clicks), engagement (searches).
+RFE_METRICS: Tuple[Metric, ...] = (
+    ("recency_days", False),
+    ("frequency", True),
+    ("engagement", True),
+)
+
+#: Allowed numbers of clusters per metric.
+MIN_K = 3
+MAX_K = 4
+
+#: Columns :func:`with_value_tiers` adds, and the tiers.
+SCORE_COL = "value_score"
+TIER_COL = "value_tier"
+TIERS: Tuple[str, ...] = ("high", "mid", "low")
+
+_LOG = "__tier_log"
+_VECTOR = "__tier_vector"
+
+
+def _quote(name: str) -> str:
+    """A column name as a Spark SQL identifier (backticks, inner backticks doubled)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def default_tier_cuts(max_score: int) -> Tuple[float, float]:
+    """``(S / 3, 2 * S / 3)`` for ``S = max_score``: low below the first, high above the second."""
+    return (max_score / 3.0, 2.0 * max_score / 3.0)
+
+
+@dataclass(frozen=True)
+class ValueTierModel:
+    """Saved per-metric clusterings and tier cuts (see the module docstring).
+
+    Attributes
+    ----------
+    metrics
+        ``(feature, higher_is_better)`` per metric, in order.
+    boundaries
+        Feature -> sorted, strictly increasing cut values between adjacent clusters, in raw
+        feature units (``expm1`` of the log-scale midpoints); one fewer than the centres.
+    centroids
+        Feature -> the sorted cluster centres in raw units (``expm1`` of the log-scale centres),
+        for reports; scoring does not use them.
+    tier_cuts
+        ``(low, high)``: ``value_score < low`` is "low", ``value_score > high`` is "high".
+    k
+        The requested number of clusters per metric (3 or 4).
+    """
+
+    metrics: Tuple[Metric, ...]
+    boundaries: Mapping[str, Tuple[float, ...]]
+    centroids: Mapping[str, Tuple[float, ...]]
+    tier_cuts: Tuple[float, float]
+    k: int
+
+    def __post_init__(self) -> None:
+        features = [f for f, _ in self.metrics]
+        if not features:
+            raise InputError("a value tier model needs at least one metric")
+        if len(set(features)) != len(features):
+            raise InputError(f"metrics listed twice in {features}")
+        if not MIN_K <= self.k <= MAX_K:
+            raise InputError(f"k must be {MIN_K}..{MAX_K}, got {self.k}")
+        for f in features:
+            if f not in self.boundaries or f not in self.centroids:
+                raise InputError(f"no boundaries or centres for metric {f}")
+            cuts, centres = list(self.boundaries[f]), list(self.centroids[f])
+            if not 1 <= len(centres) <= self.k or len(cuts) != len(centres) - 1:
+                raise InputError(
+                    f"metric {f}: {len(centres)} centres and {len(cuts)} boundaries for k={self.k}"
+                )
+            if not all(math.isfinite(c) for c in cuts) or any(
+                a >= b for a, b in zip(cuts, cuts[1:])
+            ):
+                raise InputError(f"boundaries of {f} must be finite and increasing: {cuts}")
+        low, high = self.tier_cuts
+        if not low <= high:
+            raise InputError(f"tier cuts must be (low, high) with low <= high: {self.tier_cuts}")
+
+    @property
+    def max_score(self) -> int:
+        """The highest achievable ``value_score``: ``sum(centres - 1)`` over the metrics."""
+        return sum(len(self.centroids[f]) - 1 for f, _ in self.metrics)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The model as JSON-ready data (lists and plain floats)."""
+        return {
+            "k": self.k,
+            "metrics": [{"feature": f, "higher_is_better": h} for f, h in self.metrics],
+            "boundaries": {f: list(self.boundaries[f]) for f, _ in self.metrics},
+            "centroids": {f: list(self.centroids[f]) for f, _ in self.metrics},
+            "tier_cuts": list(self.tier_cuts),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ValueTierModel:
+        """The model :meth:`to_dict` saved; :class:`InputError` if it is incomplete or invalid."""
+        try:
+            metrics = tuple(
+                (str(m["feature"]), bool(m["higher_is_better"])) for m in data["metrics"]
+            )
+            low, high = (float(c) for c in data["tier_cuts"])
+            return cls(
+                metrics=metrics,
+                boundaries={
+                    str(f): tuple(float(c) for c in v) for f, v in data["boundaries"].items()
+                },
+                centroids={
+                    str(f): tuple(float(c) for c in v) for f, v in data["centroids"].items()
+                },
+                tier_cuts=(low, high),
+                k=int(data["k"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"invalid value tier model: {exc!r}") from exc
+
+
+def _check_metrics(metrics: Sequence[Metric]) -> List[Metric]:
+    """The metrics as a list of ``(str, bool)``: at least one, no feature twice."""
+    checked = [(str(f), bool(h)) for f, h in metrics]
+    if not checked:
+        raise SegmentationError("no metrics to tier on")
+    names = [f for f, _ in checked]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SegmentationError(f"metric(s) listed twice: {', '.join(duplicates)}")
+    return checked
+
+
+def _check_columns(frame: DataFrame, cols: Sequence[str]) -> None:
+    """Raise :class:`InputError` if ``frame`` lacks a column of ``cols`` or one is not numeric."""
+    types = {field.name: field.dataType for field in frame.schema.fields}
+    missing = [c for c in cols if c not in types]
+    if missing:
+        raise InputError(
+            f"missing metric column(s) {', '.join(missing)}; "
+            f"the table has {', '.join(types) or 'no columns'}"
+        )
+    bad = [f"{c} ({types[c].simpleString()})" for c in cols
+           if not isinstance(types[c], NumericType)]
+    if bad:
+        raise InputError(f"metric column(s) must be numeric: {', '.join(bad)}")
+
+
+def _fit_centres(
+    features: DataFrame, feature: str, k: int, seed: int, max_iter: int
+) -> List[float]:
+    """Sorted distinct 1-D KMeans centres of ``log1p(max(feature, 0))`` over non-NULL values."""
+    value = F.col(_quote(feature)).cast("double")
+    logged = features.where(value.isNotNull() & ~F.isnan(value)).select(
+        F.log1p(F.greatest(value, F.lit(0.0))).alias(_LOG)
+    )
+    vectors = VectorAssembler(
+        inputCols=[_LOG], outputCol=_VECTOR, handleInvalid="skip"
+    ).transform(logged)
+    model = KMeans(
+        k=k, seed=seed, maxIter=max_iter, featuresCol=_VECTOR, predictionCol="__tier_cluster"
+    ).fit(vectors)
+    return sorted({float(centre[0]) for centre in model.clusterCenters()})
+
+
+def fit_value_tiers(
+    features: DataFrame,
+    metrics: Sequence[Metric] = RFM_METRICS,
+    k: int = 4,
+    seed: int = 42,
+    max_iter: int = 20,
+) -> ValueTierModel:
+    """Fit one 1-D KMeans per metric and derive the boundaries and tier cuts.
+
+    Parameters
+    ----------
+    features
+        One row per customer with the metrics' numeric columns (cache it: it is read once per
+        metric, plus once to count values).
+    metrics
+        ``(feature, higher_is_better)`` pairs, e.g. :data:`RFM_METRICS` or :data:`RFE_METRICS`.
+    k
+        Clusters per metric, 3 or 4.
+    seed
+        KMeans seed (k-means|| initialisation).
+    max_iter
+        KMeans iterations.
+
+    Returns
+    -------
+    ValueTierModel
+        Boundaries and centres in raw units, tier cuts ``(S / 3, 2S / 3)``.
+
+    Raises
+    ------
+    SegmentationError
+        ``k`` outside 3..4, ``max_iter < 1``, no or repeated metrics.
+    InputError
+        A metric column is missing or not numeric.
+    EmptyResultError
+        The table is empty, or a metric has no non-NULL value.
+    """
+    checked = _check_metrics(metrics)
+    if not MIN_K <= k <= MAX_K:
+        raise SegmentationError(f"k of the value tiers must be {MIN_K}..{MAX_K}, got {k}")
+    if max_iter < 1:
+        raise SegmentationError(f"max_iter must be >= 1, got {max_iter}")
+    names = [f for f, _ in checked]
+    _check_columns(features, names)
+    numbers = [F.col(_quote(f)).cast("double") for f in names]
+    counts = features.select(
+        [F.count(F.when(~F.isnan(v), v)).alias(f"n{i}") for i, v in enumerate(numbers)]
+    ).first()
+    empty = [f for i, f in enumerate(names) if counts is None or counts[f"n{i}"] == 0]
+    if empty:
+        raise EmptyResultError(f"no customer has a value of {', '.join(empty)}: cannot fit tiers")
+
+    boundaries: Dict[str, Tuple[float, ...]] = {}
+    centroids: Dict[str, Tuple[float, ...]] = {}
+    for feature in names:
+        centres = _fit_centres(features, feature, k, seed, max_iter)
+        mids = [(a + b) / 2.0 for a, b in zip(centres, centres[1:])]
+        boundaries[feature] = tuple(math.expm1(m) for m in mids)
+        centroids[feature] = tuple(math.expm1(c) for c in centres)
+        log.info(
+            "value tiers: %s: %d centre(s) %s, boundaries %s",
+            feature,
+            len(centres),
+            [f"{c:.4g}" for c in centroids[feature]],
+            [f"{b:.4g}" for b in boundaries[feature]],
+        )
+    max_score = sum(len(centroids[f]) - 1 for f in names)
+    return ValueTierModel(
+        metrics=tuple(checked),
+        boundaries=boundaries,
+        centroids=centroids,
+        tier_cuts=default_tier_cuts(max_score),
+        k=k,
+    )
+
+
+def rank_column(value: Column, boundaries: Sequence[float], higher_is_better: bool) -> Column:
+    """A metric's cluster rank (int, 0 = worst) from its sorted raw-unit boundaries.
+
+    The cluster index is the number of boundaries strictly below the value (a value equal to a
+    boundary goes to the lower cluster); the rank is that index when higher is better, else
+    ``len(boundaries) - index``. NULL or NaN values give NULL.
+    """
+    number = value.cast("double")
+    valid = number.isNotNull() & ~F.isnan(number)
+    index: Column = F.lit(0)
+    for cut in boundaries:
+        index = index + (number > F.lit(float(cut))).cast("int")
+    rank = index if higher_is_better else F.lit(len(boundaries)) - index
+    return F.when(valid, rank.cast("int"))
+
+
+def with_value_tiers(model: ValueTierModel) -> Transform:
+    """Add ``value_score`` (int) and ``value_tier`` (``high`` / ``mid`` / ``low``) with a model.
+
+    Parameters
+    ----------
+    model
+        A fitted (:func:`fit_value_tiers`) or loaded (:meth:`ValueTierModel.from_dict`) model.
+
+    Returns
+    -------
+    Transform
+        ``features -> features`` with ``value_score`` and ``value_tier`` added; raises
+        :class:`InputError` when a metric column is missing or not numeric.
+    """
+
+    def transform(features: DataFrame) -> DataFrame:
+        _check_columns(features, [f for f, _ in model.metrics])
+        ranks = [
+            rank_column(F.col(_quote(f)), model.boundaries[f], higher)
+            for f, higher in model.metrics
+        ]
+        score = sum(ranks[1:], ranks[0]).cast("int")
+        low, high = model.tier_cuts
+        with_score = features.withColumn(SCORE_COL, score)
+        s = F.col(SCORE_COL)
+        tier = (
+            F.when(s > F.lit(float(high)), F.lit("high"))
+            .when(s < F.lit(float(low)), F.lit("low"))
+            .when(s.isNotNull(), F.lit("mid"))
+        )
+        return with_score.withColumn(TIER_COL, tier)
+
+    return transform
