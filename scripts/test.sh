@@ -11,5 +11,6 @@ echo "== mypy" >&2
 .venv/bin/mypy
 echo "== vermin (job code must run on Python 3.9, EMR 7's python3)" >&2
 .venv/bin/vermin --no-tips --violations --eval-annotations -t=3.9- segmentation jobs
+bash scripts/install_browser.sh  # Debian chromium for the report's browser test
 echo "== pytest" >&2
 .venv/bin/python -m pytest "$@"
