@@ -45,6 +45,36 @@ def format_profiles(profiles: Sequence[Dict[str, Any]], columns: Sequence[str]) 
     )
 
 
+def format_audiences(document: Dict[str, Any]) -> str:
+    """The audiences written, one line each: file and customers."""
+    width = max([len(a["file"]) for a in document["audiences"]] + [8])
+    lines = [f"{'file'.ljust(width)}  customers  segment"]
+    lines += [
+        f"{a['file'].ljust(width)}  {a['customers']:>9,}  {a['segment']}"
+        for a in document["audiences"]
+    ]
+    return "\n".join(lines)
+
+
+def format_migration(document: Dict[str, Any]) -> str:
+    """The migration matrix as text: one line per (from, to) pair with counts and shares."""
+    rows = document["migration"]
+    width_from = max([len(str(r["from_segment"])) for r in rows] + [4])
+    width_to = max([len(str(r["to_segment"])) for r in rows] + [2])
+    lines = [
+        f"{document['customers_a']:,} customers in A, {document['customers_b']:,} in B: "
+        f"{document['same_segment']:,} kept their {document['by']}, "
+        f"{document['new_in_b']:,} new, {document['lost_from_a']:,} lost",
+        f"{'from'.ljust(width_from)}  {'to'.ljust(width_to)}  customers   share",
+    ]
+    lines += [
+        f"{str(r['from_segment']).ljust(width_from)}  {str(r['to_segment']).ljust(width_to)}  "
+        f"{r['customers']:>9,}  {r['share']:>6.1%}"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
 def _run_generate(args: argparse.Namespace) -> int:
     from segmentation.generate import generate_avito
 
@@ -91,12 +121,29 @@ def _run_spark_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 spark, args.input, cluster_options(args), args.output, args.overwrite, manifest
             )
             print(format_profiles(profiles, feature_set.cluster_columns))
-        else:  # run
-            profiles = pipeline.run_stage(
+        elif args.command == "run":
+            profiles, feature_set = pipeline.run_stage(
                 spark, feature_options(args), cluster_options(args), args.output,
                 args.overwrite, manifest,
             )
-            print(format_profiles(profiles, manifest.document["clustering"]["feature_columns"]))
+            print(format_profiles(profiles, feature_set.cluster_columns))
+        elif args.command == "score":
+            profiles, feature_set = pipeline.score_stage(
+                spark, args.model, args.source, args.input, args.input_format,
+                args.reference_date, args.sqlite_partitions, args.output, args.overwrite,
+                manifest,
+            )
+            print(format_profiles(profiles, feature_set.cluster_columns))
+        elif args.command == "audiences":
+            document = pipeline.audiences_stage(
+                spark, args.run, args.by, args.gzip, args.overwrite, manifest
+            )
+            print(format_audiences(document))
+        else:  # compare
+            document = pipeline.compare_stage(
+                spark, args.run_a, args.run_b, args.by, args.output, args.overwrite, manifest
+            )
+            print(format_migration(document))
     finally:
         if owns_session:
             spark.stop()

@@ -13,27 +13,13 @@ import logging
 import time
 from typing import Dict, Optional
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 
-from segmentation.io import readers, storage
+from segmentation.layout import OutputLayout
 from segmentation.manifest import RunManifest
-from segmentation.pipeline import check_output, clear_output, finish
+from segmentation.sources import FeatureOptions, get_source
 
 log = logging.getLogger(__name__)
-
-
-def source_tables(
-    spark: SparkSession, source: str, path: str, fmt: str, sqlite_partitions: Optional[int]
-) -> Dict[str, DataFrame]:
-    """The tables of a source by output name, with their source column names."""
-    if source == "avito":
-        tables = readers.read_avito(spark, path, fmt, sqlite_partitions)
-        return {"trainSearchStream": tables.search_stream, "SearchInfo": tables.search_info}
-    name = "invoices" if source == "retail" else "events"
-    table = readers.read_table(spark, path, fmt)
-    if source == "retail":  # fail early on a file that is not an invoice log
-        readers.read_retail(spark, path, fmt)
-    return {name: table}
 
 
 def ingest_stage(
@@ -47,12 +33,16 @@ def ingest_stage(
     sqlite_partitions: Optional[int] = None,
 ) -> Dict[str, Dict[str, float]]:
     """Write each table of the source to ``OUTPUT/tables/<table>/``; report rows and rows/s."""
-    check_output(spark, output, overwrite)
-    tables = source_tables(spark, source, path, fmt, sqlite_partitions)
-    clear_output(spark, output)
+    layout = OutputLayout(spark, output, "ingest")
+    layout.check(overwrite)
+    options = FeatureOptions(
+        source=source, input=path, input_format=fmt, sqlite_partitions=sqlite_partitions
+    )
+    tables = get_source(source).ingest_tables(spark, options)
+    layout.clear()
     report: Dict[str, Dict[str, float]] = {}
     for name, table in tables.items():
-        target = storage.join_path(output, "tables", name)
+        target = layout.path("tables", name)
         started = time.monotonic()
         with manifest.stage(f"ingest_{name}"):
             table.write.mode("overwrite").parquet(target)
@@ -71,6 +61,6 @@ def ingest_stage(
     manifest.set("source", source)
     manifest.set("inputs", [{"path": path, "format": fmt}])
     manifest.set("tables", report)
-    manifest.set("outputs", {"tables": storage.join_path(output, "tables")})
-    finish(spark, output, manifest)
+    manifest.set("outputs", layout.outputs())
+    layout.publish(manifest)
     return report

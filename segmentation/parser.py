@@ -4,7 +4,7 @@ It is shared by the console script, ``jobs/`` and ``segmentation emr`` (which ch
 flags with it before anything is uploaded).
 
 It imports nothing heavy (no Spark, no boto3): building the parser is cheap everywhere. The
-options of the Spark stages (:class:`~segmentation.pipeline.FeatureOptions`, ...) are made from
+options of the Spark stages (:class:`~segmentation.sources.FeatureOptions`, ...) are made from
 the parsed flags by :func:`feature_options` and :func:`cluster_options`.
 """
 
@@ -15,6 +15,12 @@ import datetime as dt
 from typing import Any, List, Tuple
 
 from segmentation import __version__
+
+#: ``--source`` values (:data:`segmentation.sources.SOURCE_NAMES`; a test keeps them equal).
+SOURCE_CHOICES = ("avito", "retail", "events")
+
+#: ``--by`` values: the segmentations of a run's assignments.
+GROUPINGS = ("segment", "rfm_segment", "value_tier")
 
 #: EMR step ``ActionOnFailure`` values (``segmentation emr submit --action-on-failure``).
 ACTIONS_ON_FAILURE = ("TERMINATE_CLUSTER", "CANCEL_AND_WAIT", "CONTINUE")
@@ -91,7 +97,7 @@ def _add_spark_flags(parser: argparse.ArgumentParser) -> None:
 def _add_io_flags(parser: argparse.ArgumentParser, sources: bool = True) -> None:
     if sources:
         parser.add_argument(
-            "--source", required=True, choices=("avito", "retail", "events"),
+            "--source", required=True, choices=SOURCE_CHOICES,
             help="avito: Avito Context Ad Clicks (RFE); retail: UCI Online Retail II or I "
             "invoices (RFM); events: any event log with a column mapping (--customer-col ...)",
         )
@@ -225,6 +231,68 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_flags(run)
     _add_spark_flags(run)
 
+    score = commands.add_parser(
+        "score", help="apply a saved run to new data (no refit)",
+        description="Score a new period with a saved run: the same cleaning, features, "
+        "scaler, centroids, cluster ranking, segment names, score cut points and value tiers. "
+        "Writes features, assignments, profiles, run.json, the report, manifest.json.",
+    )
+    score.add_argument(
+        "--model", required=True, metavar="RUN_DIR",
+        help="output folder of an earlier run (holds run.json and model/), local or s3://",
+    )
+    score.add_argument(
+        "--source", choices=SOURCE_CHOICES,
+        help="the saved run's source, if given it must match (default: the run's)",
+    )
+    _add_io_flags(score, sources=False)
+    _add_format_flags(score)
+    score.add_argument(
+        "--reference-date", type=parse_date, metavar="YYYY-MM-DD",
+        help="compute recency as of this date (default: the day after the new data's latest "
+        "event, the run's own rule)",
+    )
+    _add_spark_flags(score)
+
+    audiences = commands.add_parser(
+        "audiences", help="one CSV of customer ids per segment, for ad platforms",
+        description="Write RUN_DIR/audiences/<name>.csv (header customer_id, one id per line) "
+        "for each segment of a finished run, and audiences/counts.json, in one Spark job.",
+    )
+    audiences.add_argument(
+        "--run", required=True, metavar="RUN_DIR", help="output folder of run or score"
+    )
+    audiences.add_argument(
+        "--by", choices=GROUPINGS, default="segment",
+        help="which segmentation: the clusters (segment, default), the named RFM grid "
+        "(rfm_segment) or the value tiers (value_tier)",
+    )
+    audiences.add_argument("--gzip", action="store_true", help="write <name>.csv.gz")
+    audiences.add_argument(
+        "--overwrite", action="store_true", help="replace earlier audiences of the run"
+    )
+    _add_spark_flags(audiences)
+
+    compare = commands.add_parser(
+        "compare", help="segment migration between two runs",
+        description="Count the customers moving from each segment of RUN_A to each segment of "
+        "RUN_B (with customers new in B and lost from A); write migration/ and migration.json "
+        "and add a migration heatmap to the report.",
+    )
+    compare.add_argument("run_a", metavar="RUN_A", help="the earlier run's output folder")
+    compare.add_argument("run_b", metavar="RUN_B", help="the later run's output folder")
+    compare.add_argument(
+        "--output", help="where to write (default: RUN_B, whose report gains the heatmap)"
+    )
+    compare.add_argument(
+        "--by", choices=GROUPINGS, default="segment",
+        help="segment (default), rfm_segment or value_tier",
+    )
+    compare.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier comparison in the output"
+    )
+    _add_spark_flags(compare)
+
     generate = commands.add_parser(
         "generate", help="generate Avito-shaped test data",
         description="Generate data in the Kaggle Avito Context Ad Clicks schema.",
@@ -249,9 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def feature_options(args: argparse.Namespace) -> Any:
-    """The :class:`~segmentation.pipeline.FeatureOptions` of parsed arguments."""
+    """The :class:`~segmentation.sources.FeatureOptions` of parsed arguments."""
     from segmentation.io.readers import EventColumns
-    from segmentation.pipeline import FeatureOptions
+    from segmentation.sources import FeatureOptions
 
     return FeatureOptions(
         source=args.source,

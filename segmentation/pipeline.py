@@ -1,15 +1,18 @@
 """The jobs' stages: read, chain transforms, write; shared by the CLI and ``jobs/``.
 
 Each stage validates everything it can -- input paths, columns, dates, that customers remain --
-before it writes anything, so a bad input leaves the output location untouched. Outputs are
-written stage by stage and ``_SUCCESS`` last.
+before it writes anything, so a bad input leaves the output location untouched. What a command
+writes, and how it replaces an earlier run, is owned by :class:`~segmentation.layout
+.OutputLayout`; what a run is, by its ``run.json`` (:class:`~segmentation.run_description
+.RunDescription`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pyspark import StorageLevel
@@ -26,20 +29,21 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from segmentation import features as ft
-from segmentation.errors import EmptyResultError, InputError, OutputExistsError
+from segmentation.errors import EmptyResultError, InputError
 from segmentation.io import readers, storage
+from segmentation.layout import OutputLayout
 from segmentation.manifest import RunManifest
+from segmentation.run_description import (
+    DAY_AFTER_LATEST_EVENT,
+    FIXED,
+    RunDescription,
+    find_run_dir,
+)
+from segmentation.sources import FeatureOptions, Source, get_source
+from segmentation.sources import common as ft
+from segmentation.sources.avito import STREAM_ROWS_WITHOUT_SEARCH
 
 log = logging.getLogger(__name__)
-
-SOURCES = ("avito", "retail", "events")
-
-#: Everything a job may write under ``--output``; ``--overwrite`` replaces exactly these.
-OUTPUT_ENTRIES = (
-    "features", "assignments", "profiles", "profiles.json", "k_selection", "k_selection.json",
-    "model", "tables", "manifest.json", "_SUCCESS",
-)
 
 #: ``k_selection/``: one row per k of the sweep (explicit: a metric may be NULL for every k).
 K_SELECTION_SCHEMA = StructType(
@@ -58,21 +62,6 @@ K_SELECTION_SCHEMA = StructType(
 
 #: Above this share of rows with unparseable dates, the input is rejected (wrong format).
 MAX_UNPARSEABLE_DATE_SHARE = 0.01
-
-
-@dataclass(frozen=True)
-class FeatureOptions:
-    """Options of the features stage (``segmentation features --help``)."""
-
-    source: str
-    input: str
-    input_format: str = "auto"
-    reference_date: Optional[dt.date] = None
-    cancellations: str = "net"
-    non_product: str = "exclude"
-    timestamp_format: Optional[str] = None
-    event_columns: readers.EventColumns = field(default_factory=readers.EventColumns)
-    sqlite_partitions: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -96,94 +85,31 @@ class Features:
     feature_set: ft.FeatureSet
     customers: int
     cached: DataFrame  #: the persisted customer-grain aggregate ``table`` is derived from
+    reference_date: dt.date
+    reference_rule: str  #: how the reference date was set (saved in ``run.json``)
 
     def release(self) -> None:
         """Unpersist the cached aggregate (once ``table`` is written)."""
         self.cached.unpersist()
 
 
-# ------------------------------------------------------------------------------ output
-
-
-def check_output(spark: SparkSession, output: str, overwrite: bool) -> None:
-    """Refuse to write over an earlier run's outputs unless ``overwrite``."""
-    existing = [name for name in storage.list_names(spark, output) if name in OUTPUT_ENTRIES]
-    if existing and not overwrite:
-        raise OutputExistsError(
-            f"output {output} already holds {', '.join(existing)}; pass --overwrite to replace"
-        )
-
-
-def clear_output(spark: SparkSession, output: str) -> None:
-    """Delete an earlier run's outputs (``_SUCCESS`` first, so a half-replaced run is visible)."""
-    storage.delete(spark, storage.join_path(output, "_SUCCESS"))
-    for name in OUTPUT_ENTRIES:
-        storage.delete(spark, storage.join_path(output, name))
-
-
-def write_parquet(df: DataFrame, output: str, name: str, partitions: Optional[int] = None) -> str:
-    """Write ``df`` to ``output/name`` as Parquet, replacing it; return the path."""
-    path = storage.join_path(output, name)
-    if partitions is not None:
-        df = df.coalesce(partitions)
-    with storage.translated_errors(path):  # e.g. S3 credentials that may read but not write
-        df.write.mode("overwrite").parquet(path)
-    return path
-
-
 # ------------------------------------------------------------------------------ features
-
-_DATE_DROP_REASON = {
-    "retail": "unparseable_invoice_date",
-    "avito": "search_unparseable_date",
-    "events": "unparseable_timestamp",
-}
-
-
-def _tagged_rows(
-    spark: SparkSession, options: FeatureOptions
-) -> Tuple[DataFrame, ft.FeatureSet, ft.Transform, DataFrame, str]:
-    """Read the input and tag its rows; return (rows, feature set, aggregate, raw, date column)."""
-    if options.source == "retail":
-        raw = readers.read_retail(spark, options.input, options.input_format)
-        rows = raw.transform(
-            ft.retail_lines(options.cancellations, options.non_product, options.timestamp_format)
-        ).transform(ft.exclude_after(options.reference_date, "invoice_time"))
-        return rows, ft.RETAIL_FEATURES, ft.rfm_aggregates(), raw, "invoice_date"
-    if options.source == "avito":
-        tables = readers.read_avito(
-            spark, options.input, options.input_format, options.sqlite_partitions
-        )
-        rows = tables.search_info.transform(
-            ft.avito_searches(tables.search_stream, options.timestamp_format)
-        ).transform(ft.exclude_after(options.reference_date, "search_time"))
-        return rows, ft.AVITO_FEATURES, ft.rfe_aggregates(), tables.search_info, "SearchDate"
-    if options.source == "events":
-        columns = options.event_columns
-        raw = readers.read_events(spark, options.input, columns, options.input_format)
-        rows = raw.transform(ft.event_lines(options.timestamp_format)).transform(
-            ft.exclude_after(options.reference_date, "event_time")
-        )
-        aggregate = ft.event_aggregates(
-            has_session=columns.session_id is not None, has_amount=columns.amount is not None
-        )
-        feature_set = ft.event_feature_set(has_amount=columns.amount is not None)
-        return rows, feature_set, aggregate, raw, "event_time"
-    raise InputError(f"unknown source {options.source!r}; expected one of {', '.join(SOURCES)}")
 
 
 def _check_dates(
-    raw: DataFrame, date_column: str, options: FeatureOptions, rows_read: int, unparseable: int
+    source: Source, raw: DataFrame, options: FeatureOptions, rows_read: int, unparseable: int
 ) -> None:
+    """Reject the input when more than 1% of its dates cannot be read, with an example."""
     if rows_read == 0 or unparseable / rows_read <= MAX_UNPARSEABLE_DATE_SHARE:
         return
+    column = source.date_column
     bad = raw.filter(
-        ft.parse_timestamp(F.col(date_column), options.timestamp_format).isNull()
-        & F.col(date_column).isNotNull()
-    ).select(F.col(date_column).cast("string")).first()
+        ft.parse_timestamp(F.col(column), options.timestamp_format).isNull()
+        & F.col(column).isNotNull()
+    ).select(F.col(column).cast("string")).first()
     example = f" (e.g. {bad[0]!r})" if bad is not None else ""
     raise InputError(
-        f"{date_column}: {unparseable:,} of {rows_read:,} rows are not dates this job can read"
+        f"{column}: {unparseable:,} of {rows_read:,} rows are not dates this job can read"
         f"{example}; pass --timestamp-format with a Spark datetime pattern such as "
         "'dd/MM/yyyy HH:mm'"
     )
@@ -198,9 +124,13 @@ def compute_features(
     small action for the drop counts and the latest event; raises before anything is written if
     the dates cannot be read or no customer is left.
     """
+    source = get_source(options.source)
+    feature_set = source.feature_set(options)
     with manifest.stage("read_and_aggregate"):
-        rows, feature_set, aggregate, raw, date_column = _tagged_rows(spark, options)
-        aggregates = rows.transform(aggregate).persist(StorageLevel.MEMORY_AND_DISK)
+        tagged = source.tagged_rows(spark, options)
+        aggregates = tagged.rows.transform(source.aggregate(options)).persist(
+            StorageLevel.MEMORY_AND_DISK
+        )
         summary = ft.drop_summary(aggregates, feature_set.first_column).first()
     assert summary is not None  # an aggregate without grouping always has one row
     counts: Dict[str, Any] = summary.asDict()
@@ -211,10 +141,14 @@ def compute_features(
     dropped = {
         name[len(ft.DROPPED_PREFIX):]: int(value or 0) for name, value in counts.items()
     }
-    _check_dates(
-        raw, date_column, options, rows_read, dropped.get(_DATE_DROP_REASON[options.source], 0)
-    )
-    unit = "searches" if options.source == "avito" else "rows"
+    try:
+        _check_dates(
+            source, tagged.raw, options, rows_read, dropped.get(source.date_drop_reason, 0)
+        )
+    except InputError:
+        aggregates.unpersist()
+        raise
+    unit = source.row_unit
     manifest.set(
         "rows",
         {
@@ -222,7 +156,7 @@ def compute_features(
             "read": rows_read,
             "dropped": dropped,
             "kept": rows_read - sum(
-                n for reason, n in dropped.items() if reason != ft.STREAM_ROWS_WITHOUT_SEARCH
+                n for reason, n in dropped.items() if reason != STREAM_ROWS_WITHOUT_SEARCH
             ),
         },
     )
@@ -231,6 +165,7 @@ def compute_features(
         {"kept": customers, "dropped": {"no_kept_activity": without_activity}},
     )
     if customers == 0 or last_event is None:
+        aggregates.unpersist()
         reasons = ", ".join(f"{reason}={n:,}" for reason, n in dropped.items() if n)
         raise EmptyResultError(
             f"no customers left after cleaning {options.input}: {rows_read:,} {unit} read"
@@ -245,8 +180,32 @@ def compute_features(
     )
     table = aggregates.transform(ft.finish_features(feature_set, reference))
     return Features(
-        table=table, feature_set=feature_set, customers=customers, cached=aggregates
+        table=table,
+        feature_set=feature_set,
+        customers=customers,
+        cached=aggregates,
+        reference_date=reference,
+        reference_rule=FIXED if options.reference_date else DAY_AFTER_LATEST_EVENT,
     )
+
+
+def describe_features(
+    command: str, options: FeatureOptions, result: Features, feature_set: ft.FeatureSet
+) -> RunDescription:
+    """The :class:`RunDescription` of features computed from ``options``."""
+    return RunDescription(
+        command=command,
+        source=options.source,
+        rules=options.rules(),
+        feature_set=feature_set,
+        reference_rule=result.reference_rule,
+        reference_date=result.reference_date,
+        time_zone=_time_zone(result.table.sparkSession),
+    )
+
+
+def _time_zone(spark: SparkSession) -> str:
+    return str(spark.conf.get("spark.sql.session.timeZone", "UTC"))
 
 
 def features_stage(
@@ -256,61 +215,24 @@ def features_stage(
     overwrite: bool,
     manifest: RunManifest,
 ) -> Features:
-    """``segmentation features``: write ``features/``, ``manifest.json`` and ``_SUCCESS``."""
-    check_output(spark, output, overwrite)
+    """``segmentation features``: ``features/``, ``run.json``, ``manifest.json``, ``_SUCCESS``."""
+    layout = OutputLayout(spark, output, "features")
+    layout.check(overwrite)
     manifest.set("source", options.source)
     manifest.set("inputs", [{"path": options.input, "format": options.input_format}])
     result = compute_features(spark, options, manifest)
-    clear_output(spark, output)
+    layout.clear()
     with manifest.stage("write_features"):
-        path = write_parquet(result.table, output, "features")
+        layout.write_parquet(result.table, "features")
     result.release()
-    manifest.set("outputs", {"features": path})
-    finish(spark, output, manifest)
+    description = describe_features("features", options, result, result.feature_set)
+    layout.write_json("run.json", description.to_dict())
+    manifest.set("outputs", layout.outputs())
+    layout.publish(manifest)
     return result
 
 
-def finish(spark: SparkSession, output: str, manifest: RunManifest) -> None:
-    """Write ``manifest.json``, then the ``_SUCCESS`` marker, last."""
-    storage.write_json(spark, storage.join_path(output, "manifest.json"), manifest.finish())
-    storage.write_text(spark, storage.join_path(output, "_SUCCESS"), "")
-    log.info("wrote %s", output)
-
-
 # ------------------------------------------------------------------------------ clustering
-
-
-def feature_set_of(columns: Sequence[str], chosen: Optional[Sequence[str]] = None) -> ft.FeatureSet:
-    """Recognise the feature set of a ``features/`` table by its columns.
-
-    ``chosen`` (``--features``) overrides which columns are clustered; ``recency_days`` then
-    counts against value and every other chosen column for it.
-    """
-    present = set(columns)
-    if "engagement" in present:
-        base = ft.AVITO_FEATURES
-    elif "returns" in present:
-        base = ft.RETAIL_FEATURES
-    elif {"recency_days", "frequency"} <= present:
-        base = ft.event_feature_set(has_amount="monetary" in present)
-    else:
-        raise InputError(
-            "the features table has none of the known feature sets (recency_days, frequency, "
-            f"...); it has: {', '.join(columns)}; pass --features to name the columns"
-        )
-    if not chosen:
-        return base
-    missing = [c for c in chosen if c not in present]
-    if missing:
-        raise InputError(f"--features names column(s) not in the features table: {missing}")
-    weights = {c: (-1.0 if c == "recency_days" else 1.0) for c in chosen}
-    value = base.value_column if base.value_column in chosen else None
-    return ft.FeatureSet(
-        source=base.source, columns=base.columns, cluster_columns=tuple(chosen),
-        value_weights=weights, value_column=value or base.value_column,
-        first_column=base.first_column, last_column=base.last_column,
-    )
-
 
 #: Customers per partition of the clustered table (see :func:`reproducible_layout`).
 CUSTOMERS_PER_PARTITION = 100_000
@@ -344,15 +266,53 @@ def feasible_ks(ks: Sequence[int], customers: int) -> Tuple[int, ...]:
     return feasible
 
 
-def read_features(spark: SparkSession, path: str) -> DataFrame:
-    """Read a ``features/`` table, or the ``features/`` folder of an earlier run's output."""
+def read_features(
+    spark: SparkSession, path: str
+) -> Tuple[DataFrame, Optional[RunDescription]]:
+    """Read a ``features/`` table, or the ``features/`` folder of an earlier run's output.
+
+    Returns the table and the run description saved beside it (``None`` for a table this
+    product did not write).
+    """
     readers.require_exists(spark, path)
-    if "features" in storage.list_names(spark, path):
-        path = storage.join_path(path, "features")
-    table = spark.read.parquet(path)
+    folder = path.rstrip("/")
+    if "features" in storage.list_names(spark, folder):
+        folder = storage.join_path(folder, "features")
+    table = spark.read.parquet(folder)
     if "customer_id" not in table.columns:
-        raise InputError(f"{path} is not a features table: it has no customer_id column")
-    return table
+        raise InputError(f"{folder} is not a features table: it has no customer_id column")
+    run_dir = find_run_dir(spark, folder)
+    description = RunDescription.load(spark, run_dir) if run_dir is not None else None
+    return table, description
+
+
+def _check_feature_columns(table: DataFrame, feature_set: ft.FeatureSet) -> None:
+    """Raise before anything is written if a clustered column is missing or not numeric."""
+    types = {f.name: f.dataType for f in table.schema.fields}
+    missing = [c for c in feature_set.cluster_columns if c not in types]
+    if missing:
+        raise InputError(
+            f"the features table lacks column(s) {', '.join(missing)}; "
+            f"it has: {', '.join(types)}"
+        )
+    bad = [
+        f"{c} ({types[c].simpleString()})"
+        for c in feature_set.cluster_columns
+        if not isinstance(types[c], NumericType)
+    ]
+    if bad:
+        raise InputError(f"--features must name numeric columns: {', '.join(bad)}")
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """What :func:`cluster_stage` (or :func:`score_stage`) fitted or applied, and wrote."""
+
+    profiles: List[Dict[str, Any]]
+    clustering: Dict[str, Any]
+    segments: List[Dict[str, Any]]
+    scales: Any  #: :class:`segmentation.segments.scales.Scales`
+    k_selection: List[Dict[str, Any]]
 
 
 def cluster_stage(
@@ -360,15 +320,13 @@ def cluster_stage(
     features: DataFrame,
     feature_set: ft.FeatureSet,
     options: ClusterOptions,
-    output: str,
+    layout: OutputLayout,
     manifest: RunManifest,
     customers: Optional[int] = None,
-) -> List[Dict[str, Any]]:
-    """Sweep k, fit the chosen k on all customers, write assignments, profiles and the model.
-
-    Returns the segment profiles as dictionaries (one per cluster, cluster order).
-    """
+) -> Segmentation:
+    """Sweep k, fit the chosen k and the scales on all customers; write every segment output."""
     from segmentation.segments import clustering
+    from segmentation.segments.scales import fit_scales
 
     columns = list(feature_set.cluster_columns)
     if customers is None:
@@ -377,54 +335,40 @@ def cluster_stage(
     features = features.transform(reproducible_layout(customers)).persist(
         StorageLevel.MEMORY_AND_DISK
     )
-    with manifest.stage("k_sweep"):
-        results = clustering.sweep_k(
-            features, columns, ks, transform=options.transform, seed=options.seed,
-            sample_fraction=options.sample_fraction, max_iter=options.max_iter,
+    try:
+        with manifest.stage("k_sweep"):
+            results = clustering.sweep_k(
+                features, columns, ks, transform=options.transform, seed=options.seed,
+                sample_fraction=options.sample_fraction, max_iter=options.max_iter,
+            )
+        method = options.select if len(ks) > 1 else "fixed"
+        chosen = clustering.choose_k(results, "silhouette" if method == "fixed" else method)
+        with manifest.stage("fit_final_model"):
+            model = clustering.fit_segments(
+                features, columns, chosen, feature_set.value_weights,
+                transform=options.transform, seed=options.seed, max_iter=options.max_iter,
+            )
+        with manifest.stage("fit_scores_and_tiers"):
+            scales = fit_scales(features, feature_set, seed=options.seed)
+        selection = [{**result.to_dict(), "chosen": result.k == chosen} for result in results]
+        profiles = write_segments(
+            spark, features, feature_set, model, scales, layout, manifest, selection
         )
-    method = options.select if len(ks) > 1 else "fixed"
-    chosen = clustering.choose_k(results, "silhouette" if method == "fixed" else method)
-    with manifest.stage("fit_final_model"):
-        model = clustering.fit_segments(
-            features, columns, chosen, feature_set.value_weights,
-            transform=options.transform, seed=options.seed, max_iter=options.max_iter,
+        k_selection = spark.createDataFrame(
+            [tuple(row[f.name] for f in K_SELECTION_SCHEMA.fields) for row in selection],
+            K_SELECTION_SCHEMA,
         )
-    with manifest.stage("write_assignments"):
-        assignments = model.assign(features).select(
-            "customer_id", *feature_set.columns, "cluster", "segment"
+        layout.write_parquet(k_selection.orderBy("k"), "k_selection", partitions=1)
+        layout.write_json(
+            "k_selection.json",
+            {"method": method, "chosen_k": chosen,
+             "silhouette_distance": "squared euclidean (MLlib ClusteringEvaluator)",
+             "results": selection},
         )
-        assignments_path = write_parquet(assignments, output, "assignments")
-        assignments = spark.read.parquet(assignments_path)
-    with manifest.stage("write_profiles"):
-        numeric = {f.name for f in assignments.schema.fields if isinstance(f.dataType, NumericType)}
-        profiled = columns + [c for c in feature_set.columns if c in numeric and c not in columns]
-        profiles = clustering.segment_profiles(
-            assignments, profiled, feature_set.value_column, model
-        )
-        profile_rows = [row.asDict(recursive=True) for row in profiles.collect()]
-        write_parquet(profiles, output, "profiles", partitions=1)
-        storage.write_json(
-            spark, storage.join_path(output, "profiles.json"),
-            {"feature_columns": columns, "value_column": feature_set.value_column,
-             "segments": profile_rows},
-        )
-    selection = [
-        {**result.to_dict(), "chosen": result.k == chosen} for result in results
-    ]
-    k_selection = spark.createDataFrame(
-        [tuple(row[f.name] for f in K_SELECTION_SCHEMA.fields) for row in selection],
-        K_SELECTION_SCHEMA,
-    )
-    write_parquet(k_selection.orderBy("k"), output, "k_selection", partitions=1)
-    storage.write_json(
-        spark, storage.join_path(output, "k_selection.json"),
-        {"method": method, "chosen_k": chosen,
-         "silhouette_distance": "squared euclidean (MLlib ClusteringEvaluator)",
-         "results": selection},
-    )
-    with manifest.stage("save_model"):
-        model.pipeline.write().overwrite().save(storage.join_path(output, "model"))
-    features.unpersist()
+        with manifest.stage("save_model"):
+            model.pipeline.write().overwrite().save(layout.path("model"))
+    finally:
+        features.unpersist()
     manifest.set(
         "clustering",
         {
@@ -439,6 +383,86 @@ def cluster_stage(
             "silhouette_distance": "squared euclidean",
         },
     )
+    return Segmentation(
+        profiles=profiles,
+        clustering={
+            "algorithm": "kmeans", "transform": options.transform, "k": chosen,
+            "model": "model", "seed": options.seed, "selection": method, "k_range": list(ks),
+        },
+        segments=[
+            {"cluster": cluster, "segment": label} for cluster, label in enumerate(model.labels)
+        ],
+        scales=scales,
+        k_selection=selection,
+    )
+
+
+def write_segments(
+    spark: SparkSession,
+    features: DataFrame,
+    feature_set: ft.FeatureSet,
+    model: Any,
+    scales: Any,
+    layout: OutputLayout,
+    manifest: RunManifest,
+    k_selection: Sequence[Dict[str, Any]] = (),
+) -> List[Dict[str, Any]]:
+    """Assign clusters and scales; write ``assignments/``, ``profiles/``, ``profiles.json``.
+
+    ``assignments/`` has ``customer_id``, the features, ``cluster``, ``segment``, the scores,
+    ``fm_score``, ``rfm_segment``, ``value_score`` and ``value_tier``. Returns the profiles.
+    """
+    with manifest.stage("write_assignments"):
+        assignments = model.assign(features).transform(scales.transform).select(
+            "customer_id", *feature_set.columns, "cluster", "segment", *scales.columns
+        )
+        assignments_path = layout.write_parquet(assignments, "assignments")
+        assignments = spark.read.parquet(assignments_path)
+    with manifest.stage("write_profiles"):
+        profiles = _write_profiles(layout, assignments, feature_set, model)
+    return profiles
+
+
+def _group_profiles(
+    assignments: DataFrame, by: str, feature_set: ft.FeatureSet
+) -> List[Dict[str, Any]]:
+    """Customers, shares and feature means per value of ``by`` (a few rows, collected)."""
+    value = feature_set.value_column
+    columns = list(feature_set.cluster_columns)
+    aggregates = [F.count(F.lit(1)).alias("customers")]
+    if value is not None:
+        aggregates.append(F.sum(F.col(value).cast("double")).alias("value"))
+    aggregates += [F.avg(F.col(c)).alias(f"mean_{c}") for c in columns]
+    rows = [r.asDict() for r in assignments.groupBy(by).agg(*aggregates).collect()]
+    total = sum(r["customers"] for r in rows) or 1
+    total_value = sum(r.get("value") or 0.0 for r in rows)
+    for row in rows:
+        row["customer_share"] = row["customers"] / total
+        row["value_share"] = (
+            row.pop("value") / total_value if value is not None and total_value else None
+        )
+    return sorted(rows, key=lambda r: -r["customers"])
+
+
+def _write_profiles(
+    layout: OutputLayout, assignments: DataFrame, feature_set: ft.FeatureSet, model: Any
+) -> List[Dict[str, Any]]:
+    """Write ``profiles/`` and ``profiles.json``; return the profile rows."""
+    from segmentation.segments import clustering
+
+    columns = list(feature_set.cluster_columns)
+    numeric = {f.name for f in assignments.schema.fields if isinstance(f.dataType, NumericType)}
+    profiled = columns + [c for c in feature_set.columns if c in numeric and c not in columns]
+    profiles = clustering.segment_profiles(assignments, profiled, feature_set.value_column, model)
+    profile_rows = [row.asDict(recursive=True) for row in profiles.collect()]
+    layout.write_parquet(profiles, "profiles", partitions=1)
+    layout.write_json(
+        "profiles.json",
+        {"feature_columns": columns, "value_column": feature_set.value_column,
+         "segments": profile_rows,
+         "by": {by: _group_profiles(assignments, by, feature_set)
+                for by in ("rfm_segment", "value_tier")}},
+    )
     return profile_rows
 
 
@@ -449,31 +473,59 @@ def run_stage(
     output: str,
     overwrite: bool,
     manifest: RunManifest,
-) -> List[Dict[str, Any]]:
+) -> Tuple[List[Dict[str, Any]], ft.FeatureSet]:
     """``segmentation run``: features and clustering in one job; every output, then ``_SUCCESS``.
 
-    Returns the segment profiles (one dictionary per cluster).
+    Returns the segment profiles (one dictionary per cluster) and the feature set.
     """
-    check_output(spark, output, overwrite)
+    layout = OutputLayout(spark, output, "run")
+    layout.check(overwrite)
     manifest.set("source", feature_opts.source)
     manifest.set("inputs", [{"path": feature_opts.input, "format": feature_opts.input_format}])
     result = compute_features(spark, feature_opts, manifest)
-    feature_set = feature_set_of(result.table.columns, cluster_opts.feature_columns)
-    feasible_ks(cluster_opts.ks, result.customers)  # before anything is written
-    clear_output(spark, output)
+    try:
+        feature_set = result.feature_set.with_cluster_columns(cluster_opts.feature_columns)
+        _check_feature_columns(result.table, feature_set)
+        feasible_ks(cluster_opts.ks, result.customers)  # before anything is written
+    except InputError:
+        result.release()
+        raise
+    layout.clear()
     with manifest.stage("write_features"):
-        features_path = write_parquet(result.table, output, "features")
+        features_path = layout.write_parquet(result.table, "features")
     result.release()
     features = spark.read.parquet(features_path)
-    profiles = cluster_stage(
-        spark, features, feature_set, cluster_opts, output, manifest, result.customers
+    segmentation = cluster_stage(
+        spark, features, feature_set, cluster_opts, layout, manifest, result.customers
     )
-    manifest.set(
-        "outputs",
-        {name: storage.join_path(output, name) for name in OUTPUT_ENTRIES if name != "tables"},
+    description = describe_features("run", feature_opts, result, feature_set).with_changes(
+        clustering=segmentation.clustering, segments=segmentation.segments,
+        scores=segmentation.scales.scores_document(),
+        value_tiers=segmentation.scales.value_tiers.to_dict(),
     )
-    finish(spark, output, manifest)
-    return profiles
+    layout.write_json("run.json", description.to_dict())
+    _report(layout, description, segmentation.profiles, segmentation.k_selection,
+            feature_opts.input, manifest)
+    manifest.set("outputs", layout.outputs())
+    layout.publish(manifest)
+    return segmentation.profiles, feature_set
+
+
+def _report(
+    layout: OutputLayout,
+    description: RunDescription,
+    profiles: Sequence[Dict[str, Any]],
+    k_selection: Sequence[Dict[str, Any]],
+    input_path: str,
+    manifest: RunManifest,
+) -> None:
+    from segmentation.reporting import collect_report_inputs, write_report
+
+    with manifest.stage("write_report"):
+        write_report(
+            layout,
+            collect_report_inputs(layout, description, profiles, k_selection, input_path),
+        )
 
 
 def cluster_only_stage(
@@ -486,22 +538,244 @@ def cluster_only_stage(
 ) -> Tuple[List[Dict[str, Any]], ft.FeatureSet]:
     """``segmentation cluster``: cluster an existing features table; every output but features/.
 
-    Returns the segment profiles and the feature set recognised from the table's columns.
+    The feature set comes from the ``run.json`` of the ``features`` run that wrote the table.
+    Returns the segment profiles and the feature set.
     """
-    check_output(spark, output, overwrite)
-    table = read_features(spark, features_path)
-    feature_set = feature_set_of(table.columns, options.feature_columns)
+    layout = OutputLayout(spark, output, "cluster")
+    layout.check(overwrite)
+    table, features_run = read_features(spark, features_path)
+    if features_run is None:
+        raise InputError(
+            f"{features_path} has no run.json beside it: point --input at the output of "
+            "`segmentation features` (or its features/ folder)"
+        )
+    feature_set = features_run.feature_set.with_cluster_columns(options.feature_columns)
+    _check_feature_columns(table, feature_set)
     customers = table.count()
     feasible_ks(options.ks, customers)  # before anything is written
     manifest.set("source", feature_set.source)
     manifest.set("inputs", [{"path": features_path, "format": "parquet"}])
     manifest.set("customers", {"kept": customers})
-    clear_output(spark, output)
-    profiles = cluster_stage(spark, table, feature_set, options, output, manifest, customers)
-    manifest.set(
-        "outputs",
-        {name: storage.join_path(output, name)
-         for name in OUTPUT_ENTRIES if name not in ("tables", "features")},
+    layout.clear()
+    segmentation = cluster_stage(spark, table, feature_set, options, layout, manifest, customers)
+    description = features_run.with_changes(
+        command="cluster", feature_set=feature_set, clustering=segmentation.clustering,
+        segments=segmentation.segments, scores=segmentation.scales.scores_document(),
+        value_tiers=segmentation.scales.value_tiers.to_dict(),
     )
-    finish(spark, output, manifest)
+    layout.write_json("run.json", description.to_dict())
+    _report(layout, description, segmentation.profiles, segmentation.k_selection,
+            features_path, manifest)
+    manifest.set("outputs", layout.outputs())
+    layout.publish(manifest)
+    return segmentation.profiles, feature_set
+
+
+def score_stage(
+    spark: SparkSession,
+    model_dir: str,
+    source: Optional[str],
+    input_path: str,
+    input_format: str,
+    reference_date: Optional[dt.date],
+    sqlite_partitions: Optional[int],
+    output: str,
+    overwrite: bool,
+    manifest: RunManifest,
+) -> Tuple[List[Dict[str, Any]], ft.FeatureSet]:
+    """``segmentation score``: apply a saved run to new data, without refitting anything.
+
+    The saved ``run.json`` gives the source, its cleaning rules, the feature set, the score cut
+    points and the value tiers; ``model/`` the scaler, centroids, ranking and names. The
+    reference date follows the run's rule: the day after the new data's latest event, unless
+    ``reference_date`` is given. Returns the profiles and the feature set.
+    """
+    from segmentation.segments.clustering import SegmentationModel
+    from segmentation.segments.scales import Scales
+
+    trained = _finished_run(spark, model_dir)
+    if not trained.clustering or not trained.scores:
+        raise InputError(f"{model_dir} holds no fitted model (a {trained.command} run)")
+    if source is not None and source != trained.source:
+        raise InputError(
+            f"--source {source} does not match the run in {model_dir}, "
+            f"which was fitted on {trained.source} data"
+        )
+    layout = OutputLayout(spark, output, "score")
+    layout.check(overwrite)
+    options = FeatureOptions.with_rules(
+        trained.source, trained.rules, input_path, input_format, reference_date,
+        sqlite_partitions,
+    )
+    model = SegmentationModel.load(storage.join_path(model_dir, trained.clustering["model"]))
+    scales = Scales.from_documents(trained.scores, trained.value_tiers)
+    manifest.set("source", trained.source)
+    manifest.set("model", model_dir)
+    manifest.set("inputs", [{"path": input_path, "format": input_format}])
+    result = compute_features(spark, options, manifest)
+    layout.clear()
+    with manifest.stage("write_features"):
+        features_path = layout.write_parquet(result.table, "features")
+    result.release()
+    features = spark.read.parquet(features_path)
+    feature_set = trained.feature_set
+    profiles = write_segments(spark, features, feature_set, model, scales, layout, manifest)
+    description = trained.with_changes(
+        command="score",
+        reference_rule=result.reference_rule,
+        reference_date=result.reference_date,
+        time_zone=_time_zone(spark),
+        trained_on=model_dir,
+    )
+    layout.write_json("run.json", description.to_dict())
+    _report(layout, description, profiles, [], input_path, manifest)
+    manifest.set("outputs", layout.outputs())
+    layout.publish(manifest)
     return profiles, feature_set
+
+
+# ------------------------------------------------------------------------------ finished runs
+
+
+def _finished_run(spark: SparkSession, run_dir: str) -> RunDescription:
+    """The description of the finished run in ``run_dir`` (``_SUCCESS`` and assignments)."""
+    readers.require_exists(spark, run_dir)
+    description = RunDescription.load(spark, run_dir)
+    names = storage.list_names(spark, run_dir)
+    if "_SUCCESS" not in names:
+        raise InputError(f"{run_dir} is not a finished run (no _SUCCESS): it failed or is running")
+    if "assignments" not in names:
+        raise InputError(
+            f"{run_dir} has no assignments/: it is a {description.command} run; "
+            "run, cluster or score write assignments"
+        )
+    return description
+
+
+def audiences_stage(
+    spark: SparkSession,
+    run_dir: str,
+    by: str,
+    gzip: bool,
+    overwrite: bool,
+    manifest: RunManifest,
+) -> Dict[str, Any]:
+    """``segmentation audiences``: ``RUN_DIR/audiences/<name>.csv`` per segment, one Spark job.
+
+    The customer ids are written by one partitioned CSV write (one file per audience, sorted
+    by customer id, header ``customer_id``) into ``audiences/_parts``; each file is then moved
+    to ``audiences/<name>.csv[.gz]`` and the staging folder removed. ``audiences/counts.json``
+    holds the segment, file and customer count of each audience.
+    """
+    from segmentation.segments.audiences import audience_names, audience_rows
+
+    _finished_run(spark, run_dir)
+    layout = OutputLayout(spark, run_dir, "audiences")
+    layout.check(overwrite)
+    assignments = spark.read.parquet(layout.path("assignments"))
+    if by not in assignments.columns:
+        raise InputError(
+            f"{run_dir}/assignments has no {by} column (a run of an older version?); "
+            f"it has: {', '.join(assignments.columns)}"
+        )
+    # One small aggregate: the segments and their sizes (a handful of rows).
+    counts = {
+        row[0]: int(row[1])
+        for row in assignments.groupBy(F.col(by).cast("string")).count().collect()
+    }
+    names = audience_names(sorted(counts, key=lambda s: (s is None, s or "")))
+    layout.clear()
+    staging = layout.path("audiences", "_parts")
+    suffix = ".csv.gz" if gzip else ".csv"
+    with manifest.stage("write_audiences"):
+        rows = assignments.transform(audience_rows(by, names))
+        writer = rows.write.mode("overwrite").partitionBy("audience").option("header", True)
+        if gzip:
+            writer = writer.option("compression", "gzip")
+        with storage.translated_errors(staging):
+            writer.csv(staging)
+        for name in sorted(set(names.values())):
+            parts = [
+                p for p in storage.list_files(spark, storage.join_path(staging, f"audience={name}"))
+                if p.rsplit("/", 1)[-1].startswith("part-")
+            ]
+            if len(parts) != 1:  # repartition by audience puts each in one task, one file
+                raise RuntimeError(f"audience {name}: expected one part file, found {len(parts)}")
+            storage.rename(spark, parts[0], layout.path("audiences", name + suffix))
+        storage.delete(spark, staging)
+    entries = [
+        {"segment": segment, "file": names[segment] + suffix, "customers": counts[segment]}
+        for segment in sorted(counts, key=lambda s: (s is None, s or ""))
+    ]
+    document: Dict[str, Any] = {
+        "run": run_dir, "by": by, "customers": sum(counts.values()), "audiences": entries,
+    }
+    layout.write_json("audiences/counts.json", document)
+    manifest.set("audiences", document)
+    manifest.set("outputs", {"audiences": layout.path("audiences")})
+    layout.publish(manifest)
+    for entry in entries:
+        log.info("audience %s: %s customers", entry["file"], f"{entry['customers']:,}")
+    return document
+
+
+def compare_stage(
+    spark: SparkSession,
+    run_a: str,
+    run_b: str,
+    by: str,
+    output: Optional[str],
+    overwrite: bool,
+    manifest: RunManifest,
+) -> Dict[str, Any]:
+    """``segmentation compare``: customers moving between the segments of two runs.
+
+    Writes ``migration/`` (Parquet) and ``migration.json`` to ``output`` (default: RUN_B), and
+    re-renders the report there with the migration heatmap.
+    """
+    from segmentation.segments.migration import migration
+
+    _finished_run(spark, run_a)
+    _finished_run(spark, run_b)
+    target = output or run_b
+    layout = OutputLayout(spark, target, "compare")
+    layout.check(overwrite)
+    earlier = spark.read.parquet(storage.join_path(run_a, "assignments"))
+    later = spark.read.parquet(storage.join_path(run_b, "assignments"))
+    table = later.transform(migration(earlier, by))
+    layout.clear()
+    with manifest.stage("write_migration"):
+        path = layout.write_parquet(table, "migration", partitions=1)
+        rows = [row.asDict() for row in spark.read.parquet(path).orderBy(
+            "from_segment", "to_segment").collect()]
+    from segmentation.segments.migration import LOST, NEW
+
+    document = {
+        "run_a": run_a,
+        "run_b": run_b,
+        "by": by,
+        "customers_a": sum(r["customers"] for r in rows if r["from_segment"] != NEW),
+        "customers_b": sum(r["customers"] for r in rows if r["to_segment"] != LOST),
+        "new_in_b": sum(r["customers"] for r in rows if r["from_segment"] == NEW),
+        "lost_from_a": sum(r["customers"] for r in rows if r["to_segment"] == LOST),
+        "same_segment": sum(
+            r["customers"] for r in rows if r["from_segment"] == r["to_segment"]
+        ),
+        "migration": rows,
+    }
+    layout.write_json("migration.json", document)
+    from segmentation.reporting import load_report_inputs, write_report
+
+    inputs = load_report_inputs(layout, run_b)
+    if inputs is None:
+        log.warning("%s has no report to add the migration to", run_b)
+    else:
+        with manifest.stage("write_report"):
+            write_report(layout, dataclasses.replace(inputs, migration=[
+                {k: r[k] for k in ("from_segment", "to_segment", "customers", "share")}
+                for r in rows
+            ]))
+    manifest.set("comparison", {k: v for k, v in document.items() if k != "migration"})
+    manifest.set("outputs", {"migration": path, "migration.json": layout.path("migration.json")})
+    layout.publish(manifest)
+    return document

@@ -104,7 +104,8 @@ def test_output_exists_needs_overwrite(
     line = run_fails(
         ["features", "--source", "retail", "--input", str(path), "--output", str(out)], capsys
     )
-    assert line == f"error: output {out} already holds _SUCCESS, features, manifest.json; " \
+    assert line == f"error: output {out} already holds _SUCCESS, features, manifest.json, " \
+        "run.json; " \
         "pass --overwrite to replace"
     assert (out / "manifest.json").read_text() == before
     assert main(["features", "--source", "retail", "--input", str(path), "--output", str(out),

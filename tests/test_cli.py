@@ -120,15 +120,27 @@ def test_features_then_cluster_as_two_steps(
     stage1 = tmp_path / "features-run"
     assert main(["features", "--source", "retail", "--input", str(retail_sample),
                  "--output", str(stage1)]) == 0
-    assert sorted(p.name for p in stage1.iterdir()) == ["_SUCCESS", "features", "manifest.json"]
+    assert sorted(p.name for p in stage1.iterdir()) == [
+        "_SUCCESS", "features", "manifest.json", "run.json"]
     stage2 = tmp_path / "segments"
     # --input may be the features folder or the earlier run's output folder holding it
     assert main(["cluster", "--input", str(stage1), "--output", str(stage2), "--k", "2-3",
                  "--features", "recency_days,frequency", "--select", "elbow"]) == 0
     assert sorted(p.name for p in stage2.iterdir()) == sorted(
         ["_SUCCESS", "assignments", "k_selection", "k_selection.json", "manifest.json", "model",
-         "profiles", "profiles.json"]
+         "profiles", "profiles.json", "report", "run.json"]
     )
+    # The cluster run describes itself: source and rules from the features run, its own choice
+    described = json.loads((stage2 / "run.json").read_text())
+    assert described["format"] == "segmentation-run/1" and described["command"] == "cluster"
+    assert described["source"] == "retail" and described["rules"]["cancellations"] == "net"
+    assert described["feature_set"]["cluster_columns"] == ["recency_days", "frequency"]
+    assert described["feature_set"]["value_weights"] == {"recency_days": -1.0, "frequency": 1.0}
+    assert described["reference_date"] == {"rule": "day_after_latest_event",
+                                           "date": "2011-12-10"}
+    assert described["clustering"]["k"] in (2, 3)
+    assert [s["cluster"] for s in described["segments"]] == list(
+        range(described["clustering"]["k"]))
     manifest = json.loads((stage2 / "manifest.json").read_text())
     assert manifest["clustering"]["feature_columns"] == ["recency_days", "frequency"]
     assert manifest["clustering"]["selection"] == "elbow"

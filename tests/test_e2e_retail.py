@@ -13,13 +13,13 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
 
 from segmentation.cli import main
-from segmentation.features import NON_PRODUCT_STOCK_CODES
+from segmentation.sources.retail import NON_PRODUCT_STOCK_CODES
 
 pytestmark = pytest.mark.e2e
 
 OUTPUTS = (
     "features", "assignments", "profiles", "profiles.json", "k_selection", "k_selection.json",
-    "model", "manifest.json", "_SUCCESS",
+    "model", "run.json", "report", "manifest.json", "_SUCCESS",
 )
 
 

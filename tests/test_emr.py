@@ -25,7 +25,7 @@ from moto.emr.models import emr_backends
 from segmentation import __version__
 from segmentation.cli import main
 from segmentation.deploy import emr
-from segmentation.parser import build_parser
+from segmentation.parser import ACTIONS_ON_FAILURE, build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 EMR_DIR = REPO / "emr"
@@ -690,7 +690,7 @@ def test_requests_use_the_api_enum_values(capsys: pytest.CaptureFixture[str]) ->
     operation = model.operation_model("RunJobFlow")
     # 3 fleet types, Spot timeout action and allocation strategy, 3 ActionOnFailure
     assert check(plan["request"], operation.input_shape, "RunJobFlow") == 8
-    for action in emr.ACTIONS_ON_FAILURE:
+    for action in ACTIONS_ON_FAILURE:
         assert main([*SUBMIT, "--cluster-id", "j-1", "--dry-run", "--action-on-failure", action,
                      "--", *RUN_JOB]) == 0
         plan = json.loads(capsys.readouterr().out)

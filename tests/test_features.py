@@ -8,8 +8,9 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from segmentation import features as ft
 from segmentation.io.schemas import AVITO_SEARCH_INFO, AVITO_SEARCH_STREAM
+from segmentation.sources import avito, events, retail
+from segmentation.sources import common as ft
 
 T = dt.datetime
 D = dt.date
@@ -34,20 +35,20 @@ RETAIL_ROWS = [
 RFM_AGG_SCHEMA = (
     "customer_id string, frequency long, monetary double, returns long, returned_value double, "
     "first_purchase_time timestamp, last_purchase_time timestamp, last_event_time timestamp, "
-    "rows_read long, " + ", ".join(f"dropped_{r} long" for r in ft.RETAIL_DROP_REASONS)
+    "rows_read long, " + ", ".join(f"dropped_{r} long" for r in retail.RETAIL_DROP_REASONS)
 )
 
 
-def retail(spark: SparkSession) -> DataFrame:
+def invoice_lines(spark: SparkSession) -> DataFrame:
     return spark.createDataFrame(RETAIL_ROWS, RETAIL_COLUMNS)
 
 
 def drops(**counts: int) -> tuple:
-    return tuple(counts.get(r, 0) for r in ft.RETAIL_DROP_REASONS)
+    return tuple(counts.get(r, 0) for r in retail.RETAIL_DROP_REASONS)
 
 
 def test_retail_lines_tags_each_drop_reason(spark: SparkSession) -> None:
-    tagged = retail(spark).transform(ft.retail_lines()).select("invoice", "drop_reason")
+    tagged = invoice_lines(spark).transform(retail.retail_lines()).select("invoice", "drop_reason")
     expected = spark.createDataFrame(
         [
             ("489434", None), ("489434", None), ("489435", None), ("C489449", None),
@@ -61,7 +62,8 @@ def test_retail_lines_tags_each_drop_reason(spark: SparkSession) -> None:
 
 
 def test_rfm_aggregates_net_cancellations_in_one_pass(spark: SparkSession) -> None:
-    result = retail(spark).transform(ft.retail_lines()).transform(ft.rfm_aggregates())
+    result = invoice_lines(spark).transform(retail.retail_lines()).transform(
+        retail.rfm_aggregates())
     expected = spark.createDataFrame(
         [
             ("13085", 2, 83.4 + 81.0 + 20.0 - 4.0, 1, 4.0, T(2009, 12, 1, 7, 45),
@@ -80,9 +82,9 @@ def test_rfm_aggregates_net_cancellations_in_one_pass(spark: SparkSession) -> No
 
 def test_rfm_dropping_cancellations_gives_gross_spend(spark: SparkSession) -> None:
     result = (
-        retail(spark)
-        .transform(ft.retail_lines(cancellations="drop"))
-        .transform(ft.rfm_aggregates())
+        invoice_lines(spark)
+        .transform(retail.retail_lines(cancellations="drop"))
+        .transform(retail.rfm_aggregates())
         .filter("customer_id in ('13085', '77777')")
     )
     expected = spark.createDataFrame(
@@ -98,9 +100,9 @@ def test_rfm_dropping_cancellations_gives_gross_spend(spark: SparkSession) -> No
 
 def test_non_product_lines_can_be_included(spark: SparkSession) -> None:
     result = (
-        retail(spark)
-        .transform(ft.retail_lines(non_product="include"))
-        .transform(ft.rfm_aggregates())
+        invoice_lines(spark)
+        .transform(retail.retail_lines(non_product="include"))
+        .transform(retail.rfm_aggregates())
         .filter("customer_id = '13085'")
         .select("frequency", "monetary", "last_purchase_time")
     )
@@ -112,13 +114,14 @@ def test_non_product_lines_can_be_included(spark: SparkSession) -> None:
 
 
 def test_drop_summary_counts_rows_and_customers(spark: SparkSession) -> None:
-    aggregates = retail(spark).transform(ft.retail_lines()).transform(ft.rfm_aggregates())
+    aggregates = invoice_lines(spark).transform(retail.retail_lines()).transform(
+        retail.rfm_aggregates())
     summary = ft.drop_summary(aggregates, "first_purchase_time")
     expected = spark.createDataFrame(
         [(11, *drops(missing_customer_id=2, unparseable_invoice_date=1, non_product_line=1,
                      zero_price=1), 2, 2, T(2009, 12, 8, 10))],
         "rows_read long, "
-        + ", ".join(f"dropped_{r} long" for r in ft.RETAIL_DROP_REASONS)
+        + ", ".join(f"dropped_{r} long" for r in retail.RETAIL_DROP_REASONS)
         + ", customers long, customers_without_activity long, last_event_time timestamp",
     )
     assertDataFrameEqual(summary, expected)
@@ -130,10 +133,10 @@ def test_default_reference_date_is_the_day_after_the_latest_event() -> None:
 
 def test_retail_features_for_a_reference_date(spark: SparkSession) -> None:
     result = (
-        retail(spark)
-        .transform(ft.retail_lines())
-        .transform(ft.rfm_aggregates())
-        .transform(ft.finish_features(ft.RETAIL_FEATURES, D(2009, 12, 10)))
+        invoice_lines(spark)
+        .transform(retail.retail_lines())
+        .transform(retail.rfm_aggregates())
+        .transform(ft.finish_features(retail.RETAIL_FEATURES, D(2009, 12, 10)))
     )
     expected = spark.createDataFrame(
         [
@@ -171,7 +174,7 @@ def test_parse_timestamp_formats(spark: SparkSession) -> None:
 # ---------------------------------------------------------------------------- Avito
 
 
-def avito(spark: SparkSession) -> tuple[DataFrame, DataFrame]:
+def avito_tables(spark: SparkSession) -> tuple[DataFrame, DataFrame]:
     stream = spark.createDataFrame(
         [
             (1, 10, 1, 3, 0.01, 1), (1, 11, 2, 1, None, None), (1, 12, 3, 3, 0.02, 0),
@@ -203,14 +206,14 @@ RFE_AGG_SCHEMA = (
     "customer_id string, frequency long, engagement long, impressions long, "
     "contextual_impressions long, first_search_time timestamp, last_search_time timestamp, "
     "last_event_time timestamp, rows_read long, "
-    + ", ".join(f"dropped_{r} long" for r in ft.AVITO_DROP_REASONS)
+    + ", ".join(f"dropped_{r} long" for r in avito.AVITO_DROP_REASONS)
     + ", dropped_stream_rows_without_search long"
 )
 
 
 def test_rfe_aggregates(spark: SparkSession) -> None:
-    stream, info = avito(spark)
-    result = info.transform(ft.avito_searches(stream)).transform(ft.rfe_aggregates())
+    stream, info = avito_tables(spark)
+    result = info.transform(avito.avito_searches(stream)).transform(avito.rfe_aggregates())
     last = T(2015, 5, 12, 9)
     expected = spark.createDataFrame(
         [
@@ -227,12 +230,12 @@ def test_rfe_aggregates(spark: SparkSession) -> None:
 
 
 def test_avito_features_with_default_reference_date(spark: SparkSession) -> None:
-    stream, info = avito(spark)
-    aggregates = info.transform(ft.avito_searches(stream)).transform(ft.rfe_aggregates())
+    stream, info = avito_tables(spark)
+    aggregates = info.transform(avito.avito_searches(stream)).transform(avito.rfe_aggregates())
     latest = ft.drop_summary(aggregates, "first_search_time").first()["last_event_time"]  # type: ignore[index]
     reference = ft.default_reference_date(latest)
     assert reference == D(2015, 5, 13)
-    result = aggregates.transform(ft.finish_features(ft.AVITO_FEATURES, reference))
+    result = aggregates.transform(ft.finish_features(avito.AVITO_FEATURES, reference))
     expected = spark.createDataFrame(
         [
             ("7", 1, 1, 3, 3, 5, 3, 1 / 3, D(2015, 5, 10), D(2015, 5, 12)),
@@ -250,7 +253,7 @@ def test_avito_features_with_default_reference_date(spark: SparkSession) -> None
 
 @pytest.mark.parametrize("with_session", [True, False])
 def test_event_features(spark: SparkSession, with_session: bool) -> None:
-    events = spark.createDataFrame(
+    log = spark.createDataFrame(
         [
             ("u1", "2024-01-01 10:00:00", "s1", "10.0"),
             ("u1", "2024-01-01 10:05:00", "s1", "5.5"),
@@ -262,12 +265,12 @@ def test_event_features(spark: SparkSession, with_session: bool) -> None:
         "customer_id string, event_time string, session_id string, amount string",
     )
     if not with_session:
-        events = events.drop("session_id")
-    aggregates = events.transform(ft.event_lines()).transform(
-        ft.event_aggregates(has_session=with_session, has_amount=True)
+        log = log.drop("session_id")
+    aggregates = log.transform(events.event_lines()).transform(
+        events.event_aggregates(has_session=with_session, has_amount=True)
     )
     summary = ft.drop_summary(aggregates, "first_event_time").select(
-        "rows_read", *(f"dropped_{r}" for r in ft.EVENT_DROP_REASONS), "customers"
+        "rows_read", *(f"dropped_{r}" for r in events.EVENT_DROP_REASONS), "customers"
     )
     assertDataFrameEqual(
         summary,
@@ -279,7 +282,7 @@ def test_event_features(spark: SparkSession, with_session: bool) -> None:
         ),
     )
     result = aggregates.transform(
-        ft.finish_features(ft.event_feature_set(has_amount=True), D(2024, 1, 4))
+        ft.finish_features(events.event_feature_set(has_amount=True), D(2024, 1, 4))
     )
     expected = spark.createDataFrame(
         [("u1", 1, 2 if with_session else 3, 15.5, 3, 3, D(2024, 1, 1), D(2024, 1, 3))],
@@ -292,10 +295,10 @@ def test_event_features(spark: SparkSession, with_session: bool) -> None:
 def test_reference_date_excludes_later_events(spark: SparkSession) -> None:
     reference = D(2009, 12, 4)
     aggregates = (
-        retail(spark)
-        .transform(ft.retail_lines())
+        invoice_lines(spark)
+        .transform(retail.retail_lines())
         .transform(ft.exclude_after(reference, "invoice_time"))
-        .transform(ft.rfm_aggregates())
+        .transform(retail.rfm_aggregates())
     )
     summary = ft.drop_summary(aggregates, "first_purchase_time").select(
         "dropped_after_reference_date", "customers"
@@ -306,7 +309,7 @@ def test_reference_date_excludes_later_events(spark: SparkSession) -> None:
         summary,
         spark.createDataFrame([(3, 1)], "dropped_after_reference_date long, customers long"),
     )
-    result = aggregates.transform(ft.finish_features(ft.RETAIL_FEATURES, reference)).select(
+    result = aggregates.transform(ft.finish_features(retail.RETAIL_FEATURES, reference)).select(
         "customer_id", "recency_days", "frequency", "monetary", "returns"
     )
     assertDataFrameEqual(

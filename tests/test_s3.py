@@ -41,7 +41,7 @@ REGION = "us-east-1"
 
 OUTPUTS = {
     "features", "assignments", "profiles", "profiles.json", "k_selection", "k_selection.json",
-    "model", "manifest.json", "_SUCCESS",
+    "model", "run.json", "report", "manifest.json", "_SUCCESS",
 }
 PARQUET_OUTPUTS = ("features", "assignments", "profiles", "k_selection")
 
@@ -199,6 +199,8 @@ def test_retail_run_writes_the_output_contract_on_s3(
         assert any(k.startswith(f"out/retail/{name}/part-") and k.endswith(".parquet")
                    for k in keys), name
     assert "out/retail/model/metadata/part-00000" in keys
+    assert {"out/retail/run.json", "out/retail/report/report.html",
+            "out/retail/report/rfm_grid.png"} <= set(keys)
     assert not [k for k in keys if "_temporary" in k or k.endswith(".crc")]
     assert server.read("out/retail/_SUCCESS") == b""
 

@@ -157,7 +157,7 @@ def read_retail(spark: SparkSession, path: str, fmt: str = "auto") -> DataFrame:
 
     Returns the canonical columns ``invoice, stock_code, [description], quantity, invoice_date,
     price, customer_id, [country]``, in the types the file holds (text for CSV); parse them with
-    :func:`segmentation.features.retail_lines`.
+    :func:`segmentation.sources.retail.retail_lines`.
     """
     table = read_table(spark, path, fmt)
     return select_columns(table, RETAIL_COLUMNS, RETAIL_REQUIRED, f"retail input {path}")

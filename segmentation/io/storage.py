@@ -117,15 +117,44 @@ def delete(spark: SparkSession, path: str) -> None:
             fs.delete(hadoop_path, True)
 
 
-def write_text(spark: SparkSession, path: str, text: str) -> None:
-    """Write ``text`` (UTF-8) to the file ``path``, replacing it."""
+def write_bytes(spark: SparkSession, path: str, data: bytes) -> None:
+    """Write ``data`` to the file ``path``, replacing it (small files: reports, figures)."""
     with translated_errors(path):
         fs, hadoop_path = _fs_and_path(spark, path)
         stream = fs.create(hadoop_path, True)
         try:
-            stream.write(bytearray(text.encode("utf-8")))
+            stream.write(bytearray(data))
         finally:
             stream.close()
+
+
+def write_text(spark: SparkSession, path: str, text: str) -> None:
+    """Write ``text`` (UTF-8) to the file ``path``, replacing it."""
+    write_bytes(spark, path, text.encode("utf-8"))
+
+
+def rename(spark: SparkSession, source: str, target: str) -> None:
+    """Move the file ``source`` to ``target`` (on S3 a copy then a delete), replacing it."""
+    with translated_errors(source):
+        fs, source_path = _fs_and_path(spark, source)
+        _, target_path = _fs_and_path(spark, target)
+        if fs.exists(target_path):
+            fs.delete(target_path, False)
+        if not fs.rename(source_path, target_path):
+            raise StorageError(f"could not move {source} to {target}")
+
+
+def list_files(spark: SparkSession, path: str) -> List[str]:
+    """Paths of every file below the folder ``path``, recursively (empty if it does not exist)."""
+    with translated_errors(path):
+        fs, hadoop_path = _fs_and_path(spark, path)
+        if _status(fs, hadoop_path) is None:
+            return []
+        found: List[str] = []
+        files = fs.listFiles(hadoop_path, True)
+        while files.hasNext():
+            found.append(str(files.next().getPath().toString()))
+        return sorted(found)
 
 
 def read_text(spark: SparkSession, path: str) -> str:

@@ -1,0 +1,270 @@
+"""What every source shares: timestamp parsing, drop tagging and counting, recency, feature sets.
+
+Every source (:mod:`~segmentation.sources.retail`, :mod:`~segmentation.sources.avito`,
+:mod:`~segmentation.sources.events`) goes through two transforms:
+
+1. a *line* transform that parses the raw columns and tags each row with the reason it is dropped
+   (``drop_reason``, NULL for rows that are kept);
+2. an *aggregate* transform: one ``groupBy`` per customer that computes the features over kept
+   rows and, in the same pass, counts dropped rows per reason into ``dropped_<reason>`` columns.
+   Rows without a customer id land in the NULL-customer group, so nothing is read twice.
+
+:func:`drop_summary` sums those counts (one small action on the customer-grain table) for the
+run manifest; :func:`finish_features` keeps the customers with at least one kept purchase (or
+search) and adds ``recency_days`` and ``tenure_days`` for a reference date.
+
+:class:`Source` describes one source in one place: how it is read, tagged and aggregated, its
+feature set, its date column and its score features.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from segmentation.errors import InputError
+
+Transform = Callable[[DataFrame], DataFrame]
+
+DROPPED_PREFIX = "dropped_"
+ROWS_READ = "rows_read"
+
+#: Text formats tried, in order, for timestamps Spark's own cast does not read (it reads
+#: ``2009-12-01 07:45:00``, ``2015-05-10 18:11:01.0`` and ISO 8601).
+FALLBACK_TIMESTAMP_FORMATS: Tuple[str, ...] = (
+    "M/d/yyyy H:mm",
+    "M/d/yyyy H:mm:ss",
+    "d.M.yyyy H:mm",
+    "yyyy/MM/dd HH:mm:ss",
+)
+
+def parse_timestamp(column: Column, timestamp_format: Optional[str] = None) -> Column:
+    """Parse text (or pass through a timestamp/date) into a timestamp; NULL when unparseable.
+
+    With ``timestamp_format`` only that Spark datetime pattern is used; otherwise Spark's cast is
+    tried first, then :data:`FALLBACK_TIMESTAMP_FORMATS` (US ``12/1/2010 8:26`` first, as in the
+    UCI Online Retail CSV exports).
+    """
+    text = F.trim(column.cast("string"))
+    if timestamp_format:
+        return F.to_timestamp(text, timestamp_format)
+    candidates = [text.cast("timestamp")]
+    candidates += [F.to_timestamp(text, fmt) for fmt in FALLBACK_TIMESTAMP_FORMATS]
+    return F.coalesce(*candidates)
+
+
+def drop_reason(rules: Sequence[Tuple[str, Column]]) -> Column:
+    """The first matching rule's reason, NULL when no rule matches (the row is kept)."""
+    expr: Optional[Column] = None
+    for reason, condition in rules:
+        expr = F.when(condition, F.lit(reason)) if expr is None else expr.when(condition, reason)
+    return expr if expr is not None else F.lit(None).cast("string")
+
+
+def drop_counts(reasons: Sequence[str]) -> List[Column]:
+    """One ``dropped_<reason>`` count aggregate per reason (for the customer ``groupBy``)."""
+    return [
+        F.sum(F.when(F.col("drop_reason") == reason, 1).otherwise(0)).alias(DROPPED_PREFIX + reason)
+        for reason in reasons
+    ]
+
+
+def exclude_after(reference_date: Optional[dt.date], time_column: str) -> Transform:
+    """Tag rows on or after ``reference_date`` as ``after_reference_date`` (RFM "as of" a date).
+
+    Rows already tagged keep their reason; with ``reference_date=None`` nothing changes.
+    """
+
+    def transform(rows: DataFrame) -> DataFrame:
+        if reference_date is None:
+            return rows
+        late = F.col(time_column) >= F.lit(reference_date.isoformat()).cast("timestamp")
+        return rows.withColumn(
+            "drop_reason",
+            F.coalesce(F.col("drop_reason"), F.when(late, F.lit("after_reference_date"))),
+        )
+
+    return transform
+
+
+def blank_to_null(column: Column) -> Column:
+    """Text trimmed, with blank text as NULL."""
+    text = F.trim(column.cast("string"))
+    return F.when(text == "", None).otherwise(text)
+
+
+def normalise_customer_id(column: Column) -> Column:
+    """Customer ids as text: trimmed, blank -> NULL, a float-written id ``13085.0`` -> ``13085``."""
+    text = blank_to_null(column)
+    return F.regexp_replace(text, r"^(\d+)\.0+$", "$1")
+
+
+def dropped_columns(aggregates: DataFrame) -> List[str]:
+    """The ``dropped_<reason>`` columns of a customer-grain aggregate."""
+    return [c for c in aggregates.columns if c.startswith(DROPPED_PREFIX)]
+
+
+def drop_summary(aggregates: DataFrame, first_column: str) -> DataFrame:
+    """Sum a customer-grain aggregate into one row of counts for the run manifest.
+
+    The row holds rows read, rows dropped per reason, customers kept, customers without any kept
+    activity, and the latest kept event.
+
+    ``first_column`` is the column that is NULL for a customer with no kept purchase/search
+    (``first_purchase_time``...); such customers are counted as ``customers_without_activity``.
+    """
+    has_id = F.col("customer_id").isNotNull()
+    active = has_id & F.col(first_column).isNotNull()
+    return aggregates.agg(
+        F.sum(ROWS_READ).cast("long").alias(ROWS_READ),
+        *(F.sum(c).cast("long").alias(c) for c in dropped_columns(aggregates)),
+        F.count(F.when(active, 1)).alias("customers"),
+        F.count(F.when(has_id & ~active, 1)).alias("customers_without_activity"),
+        F.max("last_event_time").alias("last_event_time"),
+    )
+
+
+def kept_customers(first_column: str) -> Transform:
+    """Customers with an id and at least one kept purchase/search; drop-count columns removed."""
+
+    def transform(aggregates: DataFrame) -> DataFrame:
+        return aggregates.filter(
+            F.col("customer_id").isNotNull() & F.col(first_column).isNotNull()
+        ).drop(ROWS_READ, *dropped_columns(aggregates))
+
+    return transform
+
+
+def default_reference_date(last_event_time: dt.datetime) -> dt.date:
+    """The day after the latest event: recency is then at least 1 day for everyone."""
+    return last_event_time.date() + dt.timedelta(days=1)
+
+
+def with_recency(
+    reference_date: dt.date, last_column: str, first_column: str
+) -> Transform:
+    """Add ``recency_days`` and ``tenure_days`` for ``reference_date``.
+
+    ``recency_days`` counts days from the last activity's date to the reference date,
+    ``tenure_days`` from the first activity's date.
+    """
+    reference = F.lit(reference_date.isoformat()).cast("date")
+
+    def transform(customers: DataFrame) -> DataFrame:
+        return customers.withColumns(
+            {
+                "recency_days": F.datediff(reference, F.to_date(F.col(last_column))),
+                "tenure_days": F.datediff(reference, F.to_date(F.col(first_column))),
+            }
+        )
+
+    return transform
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """The features of a source, how they are clustered and which one measures value.
+
+    Attributes
+    ----------
+    source
+        ``retail``, ``avito`` or ``events``.
+    columns
+        Output columns of ``features/`` after ``customer_id``, in order.
+    cluster_columns
+        The columns KMeans clusters on.
+    value_weights
+        Sign of each clustered feature in the cluster value score (recency: lower is better).
+    value_column
+        Summed for each segment's share of value (``monetary`` or clicks), if any.
+    first_column, last_column
+        Timestamps of the first and last kept activity (recency and tenure are measured from them).
+    scores
+        Quintile score name -> the feature it scores (``r_score: recency_days``, ``f_score:
+        frequency``, ``m_score: monetary`` or ``e_score: engagement``); the direction is the sign
+        of the feature's value weight (recency: lower is better, so the most recent score 5).
+    """
+
+    source: str
+    columns: Tuple[str, ...]
+    cluster_columns: Tuple[str, ...]
+    value_weights: Mapping[str, float]
+    value_column: Optional[str]
+    first_column: str
+    last_column: str
+    scores: Mapping[str, str] = field(default_factory=dict)
+
+    def with_cluster_columns(self, chosen: Optional[Sequence[str]]) -> FeatureSet:
+        """Return the feature set clustering on ``chosen`` (``--features``) instead.
+
+        ``recency_days`` then weighs -1 in the value score and every other chosen column +1.
+        """
+        if not chosen:
+            return self
+        unknown = [c for c in chosen if c not in self.columns]
+        if unknown:
+            raise InputError(
+                f"--features names column(s) that are not {self.source} features: "
+                f"{', '.join(unknown)}; the features are {', '.join(self.columns)}"
+            )
+        weights = {c: (-1.0 if c == "recency_days" else 1.0) for c in chosen}
+        return replace(self, cluster_columns=tuple(chosen), value_weights=weights)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The feature set as JSON-ready data (saved in ``run.json``)."""
+        return {
+            "source": self.source,
+            "columns": list(self.columns),
+            "cluster_columns": list(self.cluster_columns),
+            "value_weights": dict(self.value_weights),
+            "value_column": self.value_column,
+            "first_column": self.first_column,
+            "last_column": self.last_column,
+            "scores": dict(self.scores),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSet:
+        """The feature set :meth:`to_dict` saved."""
+        return cls(
+            source=str(data["source"]),
+            columns=tuple(data["columns"]),
+            cluster_columns=tuple(data["cluster_columns"]),
+            value_weights={str(k): float(v) for k, v in data["value_weights"].items()},
+            value_column=data.get("value_column"),
+            first_column=str(data["first_column"]),
+            last_column=str(data["last_column"]),
+            scores={str(k): str(v) for k, v in data.get("scores", {}).items()},
+        )
+
+
+def finish_features(feature_set: FeatureSet, reference_date: dt.date) -> Transform:
+    """Kept customers -> the ``features/`` table: ``customer_id`` + ``feature_set.columns``.
+
+    Adds recency and tenure, derived ratios (``average_order_value = monetary / frequency``,
+    ``click_through_rate = clicks / contextual impressions``), and first/last activity dates.
+    """
+    prefix = feature_set.first_column.rsplit("_", 1)[0].replace("first_", "")
+
+    def transform(aggregates: DataFrame) -> DataFrame:
+        customers = aggregates.transform(kept_customers(feature_set.first_column)).transform(
+            with_recency(reference_date, feature_set.last_column, feature_set.first_column)
+        )
+        derived: Dict[str, Column] = {
+            f"first_{prefix}_date": F.to_date(feature_set.first_column),
+            f"last_{prefix}_date": F.to_date(feature_set.last_column),
+        }
+        if "average_order_value" in feature_set.columns:
+            derived["average_order_value"] = F.col("monetary") / F.col("frequency")
+        if "click_through_rate" in feature_set.columns:
+            derived["click_through_rate"] = F.when(
+                F.col("contextual_impressions") > 0,
+                F.col("frequency") / F.col("contextual_impressions"),
+            )
+        return customers.withColumns(derived).select("customer_id", *feature_set.columns)
+
+    return transform
