@@ -292,11 +292,29 @@ def test_step_definition_files_parse(command: str) -> None:
     ]
     assert step["ActionOnFailure"] == "${ACTION_ON_FAILURE:-CONTINUE}"
     rendered = emr.render(step, {"CODE_PREFIX": "s3://b/code/v/", "INPUT_URI": "s3://b/in/",
-                                 "OUTPUT_URI": "s3://b/out/"})
+                                 "OUTPUT_URI": "s3://b/out/", "MODEL_URI": "s3://b/model/",
+                                 "RUN_URI": "s3://b/run/"})
     name, flags = emr.job_flags(rendered)
     assert name == command
     args_ns = emr.validate_job([name, *flags])  # the jobs' parser plus the EMR checks
-    assert (args_ns.command, args_ns.input, args_ns.output) == (command, "s3://b/in/", "s3://b/out/")
+    assert args_ns.command == command
+    expected = {
+        "score": [("--model", "s3://b/model/"), ("--input", "s3://b/in/"),
+                  ("--output", "s3://b/out/")],
+        "audiences": [("--run", "s3://b/run/")],
+        "compare": [("RUN_A", "s3://b/run/"), ("RUN_B", "s3://b/out/")],
+    }.get(command, [("--input", "s3://b/in/"), ("--output", "s3://b/out/")])
+    assert emr.job_locations(args_ns) == expected
+
+
+@pytest.mark.parametrize("job", [
+    ["score", "--model", "/local/run", "--input", "s3://b/in/", "--output", "s3://b/out/"],
+    ["audiences", "--run", "out/run"],
+    ["compare", "s3://b/a/", "runs/b"],
+])
+def test_new_commands_need_cluster_wide_locations(job: List[str]) -> None:
+    with pytest.raises(emr.EmrError, match=r"must be a location every node reads"):
+        emr.validate_job(job)
 
 
 # ------------------------------------------------------------------ running cluster, failures
@@ -363,8 +381,8 @@ def test_failed_step_exits_3_with_reason_and_logs(
         f"step {second.id} (segmentation run): CANCELLED, logs {logs}/{second.id}/",
     ]
     progress = [r.getMessage() for r in caplog.records if r.name == "segmentation.deploy.emr"]
-    assert all(line.startswith(f"uploaded {CODE_URI}segmentation-") for line in progress[:7])
-    assert progress[7:] == [
+    assert all(line.startswith(f"uploaded {CODE_URI}segmentation-") for line in progress[:10])
+    assert progress[10:] == [
         f"cluster {cluster_id}: RUNNING",
         f"step {first.id} (segmentation run): RUNNING",
         f"step {second.id} (segmentation run): PENDING",
@@ -421,11 +439,10 @@ def test_dry_run_prints_the_requests_and_calls_nothing(
     assert plan["operation"] == "RunJobFlow"
     prefix = plan["code_prefix"]
     assert code_prefix_of(plan["request"]) == prefix
-    assert [u["uri"][len(prefix):] for u in plan["uploads"]][:6] == [
-        "segmentation.zip", "jobs/ingest.py", "jobs/features.py", "jobs/cluster.py",
-        "jobs/run.py", "bootstrap.sh",
+    assert [u["uri"][len(prefix):] for u in plan["uploads"]][:9] == [
+        "segmentation.zip", *(f"jobs/{c}.py" for c in emr.JOB_COMMANDS), "bootstrap.sh",
     ]
-    assert plan["uploads"][6]["uri"].startswith(f"{prefix}requests/RunJobFlow-")
+    assert plan["uploads"][9]["uri"].startswith(f"{prefix}requests/RunJobFlow-")
     assert_step_matches_definition(plan["request"]["Steps"][0], RUN_JOB, prefix,
                                    "TERMINATE_CLUSTER")
 
@@ -477,7 +494,8 @@ def test_missing_boto3_is_one_clear_line(
               "s3://b/o/"], "step 1 (ingest): SQLite input must be a local file on every node "
          "(file://...); ingest it to Parquet first and point the job at the tables"),
         ([], ["generate", "avito", "--out", "x"],
-         "step 1: 'generate' is not a job; the steps are ingest, features, cluster, run"),
+         "step 1: 'generate' is not a job; the steps are ingest, features, cluster, run, "
+         "score, audiences, compare"),
         ([], [], "no job given: end the options with the job, e.g. -- run --source retail "
          "--input s3://bucket/in/ --output s3://bucket/out/"),
         (["--log-uri", LOG_URI, "--set", "SUBNET=x"], RUN_JOB,

@@ -248,6 +248,43 @@ def test_second_run_refuses_to_overwrite_s3_output(
     assert server.keys("out/retail/") == before
 
 
+def test_score_audiences_and_compare_on_s3(
+    server: S3Server, retail_run: Dict[str, Any], spark: SparkSession,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    trained, scored = f"s3://{BUCKET}/out/retail", f"s3://{BUCKET}/out/retail-scored"
+    assert main(["score", "--model", trained, "--input", f"s3://{BUCKET}/{RETAIL_KEY}",
+                 "--output", scored]) == 0
+    keys = server.keys("out/retail-scored/")
+    assert {"assignments", "features", "profiles", "profiles.json", "run.json", "report",
+            "manifest.json", "_SUCCESS"} == top_level_names(keys, "out/retail-scored/")
+    # Scoring the training data with its own run reproduces the training assignments.
+    columns = ["customer_id", "cluster", "segment", "r_score", "f_score", "m_score",
+               "rfm_segment", "value_tier"]
+    assertDataFrameEqual(spark.read.parquet(f"{scored}/assignments").select(*columns),
+                         spark.read.parquet(f"{trained}/assignments").select(*columns))
+
+    assert main(["audiences", "--run", scored, "--by", "value_tier"]) == 0
+    audience_keys = {k.rsplit("/", 1)[1] for k in server.keys("out/retail-scored/audiences/")}
+    counts = json.loads(server.read("out/retail-scored/audiences/counts.json"))
+    assert audience_keys == {"counts.json"} | {a["file"] for a in counts["audiences"]}
+    assert sum(a["customers"] for a in counts["audiences"]) == 254
+    first = counts["audiences"][0]
+    lines = server.read(f"out/retail-scored/audiences/{first['file']}").decode().splitlines()
+    assert lines[0] == "customer_id" and len(lines) == first["customers"] + 1
+
+    assert main(["compare", trained, scored]) == 0
+    migration = json.loads(server.read("out/retail-scored/migration.json"))
+    assert migration["same_segment"] == 254 and migration["new_in_b"] == 0
+    assert "out/retail-scored/report/migration.png" in server.keys("out/retail-scored/report/")
+    # A second audiences run needs --overwrite; nothing changes without it.
+    before = server.keys("out/retail-scored/")
+    line = run_fails(["audiences", "--run", scored], capsys)
+    assert line == f"error: output {scored} already holds audiences, audiences.manifest.json; " \
+        "pass --overwrite to replace"
+    assert server.keys("out/retail-scored/") == before
+
+
 # ------------------------------------------------------------------------------ avito
 
 
@@ -463,7 +500,8 @@ def test_without_the_jars_s3_paths_fail_with_one_line(server: S3Server, tmp_path
 
 def test_nothing_written_outside_the_output_prefixes(server: S3Server) -> None:
     keys = server.keys()
-    outputs = ("out/retail/", "out/avito/", "out/ingested/", "out/ingested-features/")
+    outputs = ("out/retail/", "out/retail-scored/", "out/avito/", "out/ingested/",
+               "out/ingested-features/")
     outside = {k for k in keys if not k.startswith(outputs)}
     assert outside == server.uploaded
     assert server.uploaded == {

@@ -39,7 +39,7 @@ from segmentation.parser import build_parser
 log = logging.getLogger(__name__)
 
 #: The commands that run as EMR steps (``generate`` and ``emr`` itself do not).
-JOB_COMMANDS = ("ingest", "features", "cluster", "run")
+JOB_COMMANDS = ("ingest", "features", "cluster", "run", "score", "audiences", "compare")
 EXIT_USAGE = 2
 #: A step failed, was cancelled or interrupted, or the cluster ended before its steps.
 EXIT_STEP_FAILED = 3
@@ -242,7 +242,7 @@ def validate_job(tokens: Sequence[str], number: int = 1) -> argparse.Namespace:
     Parameters
     ----------
     tokens
-        The command (``ingest``, ``features``, ``cluster``, ``run``) and its flags.
+        The command (one of :data:`JOB_COMMANDS`) and its flags.
     number
         The job's position (1-based), named in errors.
 
@@ -274,21 +274,34 @@ def validate_job(tokens: Sequence[str], number: int = 1) -> argparse.Namespace:
         raise EmrError(f"{label}: {reason}") from None
     if args.master is not None:
         raise EmrError(f"{label}: --master is set by spark-submit on EMR (yarn); remove it")
-    for flag, value in (("--input", args.input), ("--output", args.output)):
+    for flag, value in job_locations(args):
         if not value.startswith(CLUSTER_SCHEMES):
             raise EmrError(
                 f"{label}: {flag} must be a location every node reads, such as "
                 f"s3://bucket/path/, not {value!r}"
             )
-    sqlite = getattr(args, "input_format", "auto") == "sqlite" or args.input.lower().endswith(
+    given = getattr(args, "input", None) or ""
+    sqlite = getattr(args, "input_format", "auto") == "sqlite" or given.lower().endswith(
         (".sqlite", ".sqlite3", ".db")
     )
-    if sqlite and not args.input.startswith("file://"):
+    if sqlite and not given.startswith("file://"):
         raise EmrError(
             f"{label}: SQLite input must be a local file on every node (file://...); "
             "ingest it to Parquet first and point the job at the tables"
         )
     return args
+
+
+def job_locations(args: argparse.Namespace) -> List[Tuple[str, str]]:
+    """The (flag, location) pairs of a parsed job that every node must reach."""
+    flags = {
+        "score": (("--model", "model"), ("--input", "input"), ("--output", "output")),
+        "audiences": (("--run", "run"),),
+        "compare": (("RUN_A", "run_a"), ("RUN_B", "run_b"), ("--output", "output")),
+    }.get(args.command, (("--input", "input"), ("--output", "output")))
+    return [
+        (flag, getattr(args, name)) for flag, name in flags if getattr(args, name) is not None
+    ]
 
 
 def _script_index(args: Sequence[str], command: str, source: str) -> int:
