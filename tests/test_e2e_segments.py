@@ -217,7 +217,7 @@ def test_score_refuses_another_source_and_existing_output(
     def error(argv: List[str]) -> str:
         capsys.readouterr()
         assert main(argv) == 2
-        return [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")][0]
+        return next(x for x in capsys.readouterr().err.splitlines() if x.startswith("error: "))
 
     assert error(["score", "--model", str(runs["first"]), "--source", "avito", "--input",
                   str(periods["second"]), "--output", str(runs["first"]) + "-x"]) == (

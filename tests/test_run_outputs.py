@@ -43,7 +43,7 @@ def test_feature_set_chosen_columns_and_json_round_trip() -> None:
     assert chosen.cluster_columns == ("recency_days", "tenure_days")
     assert dict(chosen.value_weights) == {"recency_days": -1.0, "tenure_days": 1.0}
     assert type(chosen).from_dict(json.loads(json.dumps(chosen.to_dict()))) == chosen
-    with pytest.raises(InputError, match="--features names column.*: customer_name"):
+    with pytest.raises(InputError, match=r"--features names column.*: customer_name"):
         RETAIL_FEATURES.with_cluster_columns(["recency_days", "customer_name"])
 
 
