@@ -95,7 +95,8 @@ def collect_report_inputs(
         "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     return ReportInputs(
-        title=f"Customer segments: {description.source} ({description.command})",
+        title=f"Customer segments of {input_path.rstrip('/').rsplit('/', 1)[-1]} "
+        f"({description.source}, {description.command})",
         run=run,
         feature_columns=list(feature_set.cluster_columns),
         value_column=value,
