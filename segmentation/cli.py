@@ -101,6 +101,7 @@ def _run_spark_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     # A session that was already running (a notebook, the test suite) is used and left running.
     owns_session = SparkSession.getActiveSession() is None
     spark = build_session(f"segmentation-{args.command}", args.master, dict(args.conf))
+    partitions = str(spark.conf.get("spark.sql.shuffle.partitions"))  # the jobs may size it
     try:
         manifest = RunManifest(args.command, argv)
         manifest.set(
@@ -147,6 +148,8 @@ def _run_spark_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     finally:
         if owns_session:
             spark.stop()
+        else:  # leave a session we were lent as we found it
+            spark.conf.set("spark.sql.shuffle.partitions", partitions)
     return 0
 
 

@@ -53,6 +53,7 @@ K_SELECTION_SCHEMA = StructType(
         StructField("silhouette", DoubleType(), True),
         StructField("davies_bouldin", DoubleType(), True),
         StructField("calinski_harabasz", DoubleType(), True),
+        StructField("stability", DoubleType(), True),  # null unless --stability-seeds / stable
         StructField("cluster_sizes", ArrayType(LongType(), False), False),
         StructField("non_empty_clusters", IntegerType(), False),
         StructField("seconds", DoubleType(), False),
@@ -66,7 +67,12 @@ MAX_UNPARSEABLE_DATE_SHARE = 0.01
 
 @dataclass(frozen=True)
 class ClusterOptions:
-    """Options of the cluster stage (``segmentation cluster --help``)."""
+    """Options of the cluster stage (``segmentation cluster --help``).
+
+    ``stability_seeds`` ``None`` means "not given": 0 (no stability), or
+    :data:`~segmentation.segments.clustering.DEFAULT_STABILITY_SEEDS` with ``select="stable"``;
+    see :attr:`seeds_for_stability`.
+    """
 
     ks: Tuple[int, ...] = tuple(range(2, 11))
     select: str = "silhouette"
@@ -75,6 +81,23 @@ class ClusterOptions:
     sample_fraction: Optional[float] = None
     max_iter: int = 20
     feature_columns: Optional[Tuple[str, ...]] = None
+    algorithm: str = "kmeans"
+    stability_seeds: Optional[int] = None
+    stability_sample: int = 20_000
+
+    def __post_init__(self) -> None:
+        """Reject ``select="stable"`` with the stability switched off (``stability_seeds=0``)."""
+        if self.select == "stable" and self.stability_seeds == 0:
+            raise InputError("--select stable needs the stability: --stability-seeds 2 or more")
+
+    @property
+    def seeds_for_stability(self) -> int:
+        """Seeds fitted per k for the stability: 0 = none (the default unless select="stable")."""
+        from segmentation.segments.clustering import DEFAULT_STABILITY_SEEDS
+
+        if self.stability_seeds is not None:
+            return self.stability_seeds
+        return DEFAULT_STABILITY_SEEDS if self.select == "stable" else 0
 
 
 @dataclass(frozen=True)
@@ -124,8 +147,12 @@ def compute_features(
     small action for the drop counts and the latest event; raises before anything is written if
     the dates cannot be read or no customer is left.
     """
+    from segmentation.session import size_shuffle_partitions
+
     source = get_source(options.source)
     feature_set = source.feature_set(options)
+    input_bytes = storage.size_in_bytes(spark, options.input)
+    manifest.set("shuffle_partitions", size_shuffle_partitions(spark, input_bytes))
     with manifest.stage("read_and_aggregate"):
         tagged = source.tagged_rows(spark, options)
         aggregates = tagged.rows.transform(source.aggregate(options)).persist(
@@ -332,6 +359,7 @@ def cluster_stage(
     if customers is None:
         customers = features.count()
     ks = feasible_ks(options.ks, customers)
+    stability_seeds = options.seeds_for_stability
     features = features.transform(reproducible_layout(customers)).persist(
         StorageLevel.MEMORY_AND_DISK
     )
@@ -340,6 +368,8 @@ def cluster_stage(
             results = clustering.sweep_k(
                 features, columns, ks, transform=options.transform, seed=options.seed,
                 sample_fraction=options.sample_fraction, max_iter=options.max_iter,
+                algorithm=options.algorithm, stability_seeds=stability_seeds,
+                stability_sample=options.stability_sample,
             )
         method = options.select if len(ks) > 1 else "fixed"
         chosen = clustering.choose_k(results, "silhouette" if method == "fixed" else method)
@@ -347,6 +377,7 @@ def cluster_stage(
             model = clustering.fit_segments(
                 features, columns, chosen, feature_set.value_weights,
                 transform=options.transform, seed=options.seed, max_iter=options.max_iter,
+                algorithm=options.algorithm,
             )
         with manifest.stage("fit_scores_and_tiers"):
             scales = fit_scales(features, feature_set, seed=options.seed)
@@ -361,8 +392,13 @@ def cluster_stage(
         layout.write_parquet(k_selection.orderBy("k"), "k_selection", partitions=1)
         layout.write_json(
             "k_selection.json",
-            {"method": method, "chosen_k": chosen,
+            {"method": method, "chosen_k": chosen, "algorithm": options.algorithm,
              "silhouette_distance": "squared euclidean (MLlib ClusteringEvaluator)",
+             "stability": (
+                 {"seeds": stability_seeds, "sample": options.stability_sample,
+                  "measure": "mean pairwise adjusted Rand index"}
+                 if stability_seeds else None
+             ),
              "results": selection},
         )
         with manifest.stage("save_model"):
@@ -373,6 +409,7 @@ def cluster_stage(
         "clustering",
         {
             "feature_columns": columns,
+            "algorithm": options.algorithm,
             "transform": options.transform,
             "k_range": list(ks),
             "selection": method,
@@ -380,13 +417,15 @@ def cluster_stage(
             "seed": options.seed,
             "sample_fraction": options.sample_fraction,
             "max_iter": options.max_iter,
+            "stability_seeds": stability_seeds,
+            "stability_sample": options.stability_sample if stability_seeds else None,
             "silhouette_distance": "squared euclidean",
         },
     )
     return Segmentation(
         profiles=profiles,
         clustering={
-            "algorithm": "kmeans", "transform": options.transform, "k": chosen,
+            "algorithm": options.algorithm, "transform": options.transform, "k": chosen,
             "model": "model", "seed": options.seed, "selection": method, "k_range": list(ks),
         },
         segments=[

@@ -21,9 +21,52 @@ DEFAULT_CONF: Mapping[str, str] = {
     # Parquet timestamps as plain INT64 micros, readable by every engine.
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.adaptive.enabled": "true",
+    # AQE may coalesce the shuffle partitions of cached plans too (the customer aggregate is
+    # cached): without it a few thousand customers are written as 200 files.
+    "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
+    # Coalesce to the advisory partition size (64 MB), not to the default parallelism.
+    "spark.sql.adaptive.coalescePartitions.parallelismFirst": "false",
+    # Progress bars on stderr garble the job's own progress lines.
+    "spark.ui.showConsoleProgress": "false",
     # Unparseable dates become NULL (and are counted) instead of raising upgrade errors.
     "spark.sql.legacy.timeParserPolicy": "CORRECTED",
 }
+
+
+#: ``true`` when the user chose ``spark.sql.shuffle.partitions`` (``--conf``, spark-submit,
+#: spark-defaults): :func:`size_shuffle_partitions` then leaves it alone.
+USER_PARTITIONS = "spark.segmentation.userShufflePartitions"
+
+#: Input bytes per shuffle partition when the jobs size them (compressed files, as stored).
+INPUT_BYTES_PER_PARTITION = 64 * 1024 * 1024
+
+#: At most this many shuffle partitions when the jobs size them.
+MAX_SHUFFLE_PARTITIONS = 2_000
+
+
+def size_shuffle_partitions(spark: SparkSession, input_bytes: int) -> int:
+    """Size ``spark.sql.shuffle.partitions`` to the input, unless the user chose it.
+
+    Spark's default of 200 makes a few thousand customers 200 tasks per stage and, for a cached
+    aggregate (AQE does not coalesce its partitions), 200 output files. The jobs use one
+    partition per :data:`INPUT_BYTES_PER_PARTITION` of input as stored, at least the default
+    parallelism (every core busy) and at most :data:`MAX_SHUFFLE_PARTITIONS`.
+
+    Returns
+    -------
+    int
+        The number of shuffle partitions in force.
+    """
+    current = int(spark.conf.get("spark.sql.shuffle.partitions", "200") or 200)
+    if spark.conf.get(USER_PARTITIONS, "false") == "true":
+        return current
+    cores = spark.sparkContext.defaultParallelism
+    wanted = max(cores, min(MAX_SHUFFLE_PARTITIONS, -(-input_bytes // INPUT_BYTES_PER_PARTITION)))
+    spark.conf.set("spark.sql.shuffle.partitions", str(wanted))
+    log.info(
+        "%d shuffle partitions for %.1f MB of input", wanted, input_bytes / (1024 * 1024)
+    )
+    return wanted
 
 
 def configure_logging(verbose: bool = False) -> None:
@@ -86,6 +129,10 @@ def build_session(
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     settings = dict(DEFAULT_CONF)
     settings.update(conf or {})
+    chosen = "spark.sql.shuffle.partitions" in (conf or {}) or submitted.contains(
+        "spark.sql.shuffle.partitions"
+    )
+    settings[USER_PARTITIONS] = "true" if chosen else "false"
     for key, value in settings.items():
         if not submitted.contains(key) or key in (conf or {}):
             builder = builder.config(key, value)

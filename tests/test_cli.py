@@ -100,6 +100,13 @@ def test_spark_submit_runs_the_job_script(retail_sample: Path, tmp_path: Path) -
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["clustering"]["selection"] == "fixed"
     assert manifest["customers"]["kept"] == 254  # = the DuckDB oracle of test_e2e_retail
+    # With the jobs' own session settings (not the test fixture's), outputs are sized to the
+    # data: 254 customers are not 200 files, and no Spark progress bar garbles the log.
+    assert manifest["shuffle_partitions"] == 2
+    for table in ("features", "assignments", "profiles"):
+        parts = [p for p in (out / table).iterdir() if p.name.startswith("part-")]
+        assert 1 <= len(parts) <= 2, (table, len(parts))
+    assert "[Stage " not in done.stdout + done.stderr
 
 
 @pytest.mark.e2e

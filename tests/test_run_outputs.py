@@ -163,3 +163,25 @@ def test_score_refuses_what_is_not_a_finished_run(
     assert error(["audiences", "--run", str(tmp_path / "missing")]) == (
         f"error: input not found: {tmp_path / 'missing'}")
     assert not (tmp_path / "o").exists()
+
+
+def test_shuffle_partitions_are_sized_to_the_input_unless_chosen(spark: SparkSession) -> None:
+    from segmentation.session import (
+        INPUT_BYTES_PER_PARTITION,
+        USER_PARTITIONS,
+        size_shuffle_partitions,
+    )
+
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    try:
+        spark.conf.set(USER_PARTITIONS, "false")
+        assert size_shuffle_partitions(spark, 1_000) == 2  # the cores of local[2]
+        assert size_shuffle_partitions(spark, 10 * INPUT_BYTES_PER_PARTITION + 1) == 11
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "11"
+        assert size_shuffle_partitions(spark, 10**15) == 2_000
+        spark.conf.set("spark.sql.shuffle.partitions", "7")
+        spark.conf.set(USER_PARTITIONS, "true")  # --conf spark.sql.shuffle.partitions=7
+        assert size_shuffle_partitions(spark, 10 * INPUT_BYTES_PER_PARTITION) == 7
+    finally:
+        spark.conf.unset(USER_PARTITIONS)
+        spark.conf.set("spark.sql.shuffle.partitions", before)

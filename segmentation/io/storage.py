@@ -91,6 +91,18 @@ def exists(spark: SparkSession, path: str) -> bool:
         return bool(fs.exists(hadoop_path))
 
 
+def size_in_bytes(spark: SparkSession, path: str) -> int:
+    """Bytes stored under ``path`` (a file, a folder, recursively, or a glob's matches)."""
+    with translated_errors(path):
+        fs, hadoop_path = _fs_and_path(spark, path)
+        if any(ch in path for ch in "*?[{"):
+            matches = fs.globStatus(hadoop_path) or []
+            return sum(int(fs.getContentSummary(m.getPath()).getLength()) for m in matches)
+        if _status(fs, hadoop_path) is None:
+            return 0
+        return int(fs.getContentSummary(hadoop_path).getLength())
+
+
 def list_names(spark: SparkSession, path: str) -> List[str]:
     """Names of the entries directly under the folder ``path`` (empty if it does not exist)."""
     with translated_errors(path):
