@@ -164,7 +164,8 @@ def compute_features(
     rows_read = int(counts.pop(ft.ROWS_READ) or 0)
     customers = int(counts.pop("customers"))
     without_activity = int(counts.pop("customers_without_activity"))
-    last_event: Optional[dt.datetime] = counts.pop("last_event_time")
+    latest_event: Optional[str] = counts.pop("latest_event")
+    latest_date: Optional[dt.date] = counts.pop("latest_event_date")
     dropped = {
         name[len(ft.DROPPED_PREFIX):]: int(value or 0) for name, value in counts.items()
     }
@@ -191,16 +192,17 @@ def compute_features(
         "customers",
         {"kept": customers, "dropped": {"no_kept_activity": without_activity}},
     )
-    if customers == 0 or last_event is None:
+    if customers == 0 or latest_date is None:
         aggregates.unpersist()
         reasons = ", ".join(f"{reason}={n:,}" for reason, n in dropped.items() if n)
         raise EmptyResultError(
             f"no customers left after cleaning {options.input}: {rows_read:,} {unit} read"
             + (f", dropped {reasons}" if reasons else "")
         )
-    reference = options.reference_date or ft.default_reference_date(last_event)
+    reference = options.reference_date or ft.default_reference_date(latest_date)
     manifest.set("reference_date", reference.isoformat())
-    manifest.set("latest_event", last_event.isoformat(sep=" "))
+    manifest.set("latest_event", latest_event)
+    manifest.set("time_zone", _time_zone(spark))
     log.info(
         "%s: %s %s read, %s customers kept, reference date %s",
         options.source, f"{rows_read:,}", unit, f"{customers:,}", reference,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Dict
 
@@ -158,3 +161,22 @@ def test_saved_model_scores_new_data_like_the_run(spark: SparkSession, run_outpu
         "customer_id", "cluster", "segment"
     )
     assert scored.exceptAll(assigned).count() == 0
+
+
+def test_dates_do_not_move_with_the_drivers_time_zone(retail_full: Path, tmp_path: Path) -> None:
+    # The latest invoice, 2010-12-09 20:01 UTC, is already 2010-12-10 in Tokyo: a date taken
+    # from a timestamp collected to the driver would move the reference date by a day.
+    out = tmp_path / "tokyo"
+    env = {**os.environ, "TZ": "Asia/Tokyo", "PYSPARK_PYTHON": sys.executable}
+    done = subprocess.run(
+        [sys.executable, "-m", "segmentation.cli", "features", "--source", "retail",
+         "--input", str(retail_full), "--output", str(out), "--master", "local[2]"],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["latest_event"] == "2010-12-09 20:01:00"
+    assert manifest["reference_date"] == "2010-12-10" and manifest["time_zone"] == "UTC"
+    described = json.loads((out / "run.json").read_text())
+    assert described["time_zone"] == "UTC"
+    assert described["reference_date"]["date"] == "2010-12-10"

@@ -112,7 +112,10 @@ def drop_summary(aggregates: DataFrame, first_column: str) -> DataFrame:
     """Sum a customer-grain aggregate into one row of counts for the run manifest.
 
     The row holds rows read, rows dropped per reason, customers kept, customers without any kept
-    activity, and the latest kept event.
+    activity, and the latest kept event as text (``latest_event``) and as a date
+    (``latest_event_date``). Both are computed by Spark in the session time zone: a timestamp
+    collected to the driver would be converted to the driver's local time zone, and a date
+    taken from it could move by a day with the machine.
 
     ``first_column`` is the column that is NULL for a customer with no kept purchase/search
     (``first_purchase_time``...); such customers are counted as ``customers_without_activity``.
@@ -124,7 +127,8 @@ def drop_summary(aggregates: DataFrame, first_column: str) -> DataFrame:
         *(F.sum(c).cast("long").alias(c) for c in dropped_columns(aggregates)),
         F.count(F.when(active, 1)).alias("customers"),
         F.count(F.when(has_id & ~active, 1)).alias("customers_without_activity"),
-        F.max("last_event_time").alias("last_event_time"),
+        F.date_format(F.max("last_event_time"), "yyyy-MM-dd HH:mm:ss").alias("latest_event"),
+        F.to_date(F.max("last_event_time")).alias("latest_event_date"),
     )
 
 
@@ -139,9 +143,13 @@ def kept_customers(first_column: str) -> Transform:
     return transform
 
 
-def default_reference_date(last_event_time: dt.datetime) -> dt.date:
-    """The day after the latest event: recency is then at least 1 day for everyone."""
-    return last_event_time.date() + dt.timedelta(days=1)
+def default_reference_date(latest_event_date: dt.date) -> dt.date:
+    """The day after the latest event's date: recency is then at least 1 day for everyone.
+
+    Pass the date computed by Spark (:func:`drop_summary`'s ``latest_event_date``), not a
+    timestamp collected to the driver.
+    """
+    return latest_event_date + dt.timedelta(days=1)
 
 
 def with_recency(
