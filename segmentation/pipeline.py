@@ -331,6 +331,17 @@ def _check_feature_columns(table: DataFrame, feature_set: ft.FeatureSet) -> None
     ]
     if bad:
         raise InputError(f"--features must name numeric columns: {', '.join(bad)}")
+    # KMeans cannot place a customer with a missing feature: say which column, before writing.
+    nulls = table.select(
+        *[F.count(F.when(F.col(c).isNull(), 1)).alias(c) for c in feature_set.cluster_columns]
+    ).first()
+    with_nulls = [f"{c} ({nulls[c]:,} customers)" for c in feature_set.cluster_columns
+                  if nulls is not None and nulls[c]]
+    if with_nulls:
+        raise InputError(
+            f"--features names column(s) with missing values: {', '.join(with_nulls)}; "
+            "cluster on complete columns"
+        )
 
 
 @dataclass(frozen=True)

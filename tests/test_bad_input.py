@@ -142,3 +142,36 @@ def test_bad_flags_are_usage_errors(
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("features, message", [
+    ("recency_days,first_purchase_date",
+     "error: --features must name numeric columns: first_purchase_date (date)"),
+    ("recency_days,customer_id",
+     "error: --features names column(s) that are not retail features: customer_id; "),
+])
+def test_features_flag_checked_before_anything_is_written(
+    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str], features: str,
+    message: str,
+) -> None:
+    path = write_csv(tmp_path / "ok.csv", GOOD_LINES)
+    out = tmp_path / "out"
+    line = run_fails(retail_run(path, out, "--features", features), capsys)
+    assert line.startswith(message)
+    assert not out.exists()
+
+
+def test_features_with_missing_values_are_refused(
+    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from segmentation.generate import generate_avito
+
+    database = tmp_path / "db"
+    generate_avito(str(database), users=40, searches=300, fmt="parquet", seed=3)
+    out = tmp_path / "out"
+    line = run_fails(["run", "--source", "avito", "--input", str(database), "--output",
+                      str(out), "--k", "2", "--features", "recency_days,click_through_rate"],
+                     capsys)
+    assert line.startswith("error: --features names column(s) with missing values: "
+                           "click_through_rate (")
+    assert not out.exists()
