@@ -94,8 +94,6 @@ def _run_generate(args: argparse.Namespace) -> int:
 def _run_spark_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from pyspark.sql import SparkSession
 
-    from segmentation import pipeline
-    from segmentation.manifest import RunManifest
     from segmentation.session import build_session
 
     # A session that was already running (a notebook, the test suite) is used and left running.
@@ -103,53 +101,69 @@ def _run_spark_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     spark = build_session(f"segmentation-{args.command}", args.master, dict(args.conf))
     partitions = str(spark.conf.get("spark.sql.shuffle.partitions"))  # the jobs may size it
     try:
-        manifest = RunManifest(args.command, argv)
-        manifest.set(
-            "parameters",
-            {key: value for key, value in sorted(vars(args).items()) if key != "conf"},
-        )
-        if args.command == "ingest":
-            from segmentation.ingest import ingest_stage
+        return _run_stage(spark, args, argv)
+    except Exception as error:  # a damaged input file fails inside a Spark task
+        from segmentation.io.readers import damaged_input_error
 
-            ingest_stage(spark, args.source, args.input, args.input_format, args.output,
-                         args.overwrite, manifest, args.sqlite_partitions)
-        elif args.command == "features":
-            pipeline.features_stage(
-                spark, feature_options(args), args.output, args.overwrite, manifest
-            )
-        elif args.command == "cluster":
-            profiles, feature_set = pipeline.cluster_only_stage(
-                spark, args.input, cluster_options(args), args.output, args.overwrite, manifest
-            )
-            print(format_profiles(profiles, feature_set.cluster_columns))
-        elif args.command == "run":
-            profiles, feature_set = pipeline.run_stage(
-                spark, feature_options(args), cluster_options(args), args.output,
-                args.overwrite, manifest,
-            )
-            print(format_profiles(profiles, feature_set.cluster_columns))
-        elif args.command == "score":
-            profiles, feature_set = pipeline.score_stage(
-                spark, args.model, args.source, args.input, args.input_format,
-                args.reference_date, args.sqlite_partitions, args.output, args.overwrite,
-                manifest,
-            )
-            print(format_profiles(profiles, feature_set.cluster_columns))
-        elif args.command == "audiences":
-            document = pipeline.audiences_stage(
-                spark, args.run, args.by, args.gzip, args.overwrite, manifest
-            )
-            print(format_audiences(document))
-        else:  # compare
-            document = pipeline.compare_stage(
-                spark, args.run_a, args.run_b, args.by, args.output, args.overwrite, manifest
-            )
-            print(format_migration(document))
+        where = getattr(args, "input", None) or getattr(args, "run", None) or "the input"
+        translated = damaged_input_error(error, where)
+        if translated is None:
+            raise
+        raise translated from None
     finally:
         if owns_session:
             spark.stop()
         else:  # leave a session we were lent as we found it
             spark.conf.set("spark.sql.shuffle.partitions", partitions)
+
+
+def _run_stage(spark: Any, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run the command's stage on ``spark``; print what the user reads; return 0."""
+    from segmentation import pipeline
+    from segmentation.manifest import RunManifest
+
+    manifest = RunManifest(args.command, argv)
+    manifest.set(
+        "parameters",
+        {key: value for key, value in sorted(vars(args).items()) if key != "conf"},
+    )
+    if args.command == "ingest":
+        from segmentation.ingest import ingest_stage
+
+        ingest_stage(spark, args.source, args.input, args.input_format, args.output,
+                     args.overwrite, manifest, args.sqlite_partitions)
+    elif args.command == "features":
+        pipeline.features_stage(
+            spark, feature_options(args), args.output, args.overwrite, manifest
+        )
+    elif args.command == "cluster":
+        profiles, feature_set = pipeline.cluster_only_stage(
+            spark, args.input, cluster_options(args), args.output, args.overwrite, manifest
+        )
+        print(format_profiles(profiles, feature_set.cluster_columns))
+    elif args.command == "run":
+        profiles, feature_set = pipeline.run_stage(
+            spark, feature_options(args), cluster_options(args), args.output,
+            args.overwrite, manifest,
+        )
+        print(format_profiles(profiles, feature_set.cluster_columns))
+    elif args.command == "score":
+        profiles, feature_set = pipeline.score_stage(
+            spark, args.model, args.source, args.input, args.input_format,
+            args.reference_date, args.sqlite_partitions, args.output, args.overwrite,
+            manifest,
+        )
+        print(format_profiles(profiles, feature_set.cluster_columns))
+    elif args.command == "audiences":
+        document = pipeline.audiences_stage(
+            spark, args.run, args.by, args.gzip, args.overwrite, manifest
+        )
+        print(format_audiences(document))
+    else:  # compare
+        document = pipeline.compare_stage(
+            spark, args.run_a, args.run_b, args.by, args.output, args.overwrite, manifest
+        )
+        print(format_migration(document))
     return 0
 
 

@@ -158,7 +158,11 @@ def compute_features(
         aggregates = tagged.rows.transform(source.aggregate(options)).persist(
             StorageLevel.MEMORY_AND_DISK
         )
-        summary = ft.drop_summary(aggregates, feature_set.first_column).first()
+        try:
+            summary = ft.drop_summary(aggregates, feature_set.first_column).first()
+        except Exception:  # e.g. a damaged file: release the cache on the way out
+            aggregates.unpersist()
+            raise
     assert summary is not None  # an aggregate without grouping always has one row
     counts: Dict[str, Any] = summary.asDict()
     rows_read = int(counts.pop(ft.ROWS_READ) or 0)

@@ -175,3 +175,35 @@ def test_features_with_missing_values_are_refused(
     assert line.startswith("error: --features names column(s) with missing values: "
                            "click_through_rate (")
     assert not out.exists()
+
+
+def test_truncated_gzip_is_one_line_and_releases_the_cache(
+    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    retail_sample: Path,
+) -> None:
+    truncated = tmp_path / "cut.csv.gz"
+    truncated.write_bytes(retail_sample.read_bytes()[:200_000])
+    out = tmp_path / "out"
+    line = run_fails(["features", "--source", "retail", "--input", str(truncated),
+                      "--output", str(out)], capsys)
+    assert line == (f"error: cannot read {truncated}: a compressed file ends early (truncated "
+                    "or corrupt) (Unexpected end of input stream)")
+    assert not out.exists()
+    assert not spark.sparkContext._jsc.getPersistentRDDs()  # nothing left cached
+
+
+def test_truncated_parquet_is_one_line(
+    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "invoices.parquet"
+    spark.createDataFrame(
+        [("1", "A", "2", "2010-01-01 10:00:00", "1.5", "7")],
+        "Invoice string, StockCode string, Quantity string, InvoiceDate string, Price string, "
+        "`Customer ID` string",
+    ).coalesce(1).write.parquet(str(folder))
+    part = next(folder.glob("part-*.parquet"))
+    part.write_bytes(part.read_bytes()[:-40])  # cut the footer short
+    line = run_fails(["features", "--source", "retail", "--input", str(folder),
+                      "--output", str(tmp_path / "out")], capsys)
+    assert line.startswith(f"error: cannot read {folder}: a Parquet file is damaged")
+    assert not (tmp_path / "out").exists()

@@ -282,3 +282,33 @@ def read_avito(
             raw = read_table(spark, table_path, table_fmt)
             tables[name] = _cast_to_schema(raw, schema, f"Avito table {table_path}")
     return AvitoTables(search_stream=tables["trainSearchStream"], search_info=tables["SearchInfo"])
+
+
+#: Java failures of reading a damaged file: (text in the error, what it means for the user).
+_DAMAGED_FILE_SIGNS = (
+    ("Unexpected end of input stream", "a compressed file ends early (truncated or corrupt)"),
+    ("Not in GZIP format", "a .gz file is not gzip data"),
+    ("incorrect header check", "a compressed file is corrupt"),
+    ("invalid block type", "a compressed file is corrupt"),
+    ("invalid distance too far back", "a compressed file is corrupt"),
+    ("is not a Parquet file", "a Parquet file is damaged (no Parquet footer: truncated?)"),
+    ("Could not read footer", "a Parquet file is damaged (unreadable footer: truncated?)"),
+    ("can not read class org.apache.parquet", "a Parquet file is damaged"),
+)
+
+
+def damaged_input_error(error: BaseException, path: str) -> Optional[InputError]:
+    """One line for a Spark failure that comes from a damaged input file, else ``None``.
+
+    Damaged files (a truncated ``.csv.gz``, a Parquet file cut short) fail inside a Spark task
+    with a Java exception; the user should see which input and what is wrong, not a stack trace.
+    """
+    text = str(error)
+    for sign, meaning in _DAMAGED_FILE_SIGNS:
+        if sign in text:
+            cause = next(
+                (line.strip() for line in text.splitlines() if sign in line), sign
+            )
+            cause = cause.rsplit("Exception: ", 1)[-1][:300]
+            return InputError(f"cannot read {path}: {meaning} ({cause})")
+    return None
