@@ -307,6 +307,14 @@ def test_step_definition_files_parse(command: str) -> None:
     assert emr.job_locations(args_ns) == expected
 
 
+def test_cluster_steps_never_write_to_a_nodes_local_disk() -> None:
+    with pytest.raises(emr.EmrError, match=r"step 1 \(run\): --output must be shared storage"):
+        emr.validate_job(["run", "--source", "retail", "--input", "s3://b/in/",
+                          "--output", "file:///mnt/out/"])
+    with pytest.raises(emr.EmrError, match=r"--run must be shared storage"):
+        emr.validate_job(["audiences", "--run", "file:///mnt/run/"])
+
+
 @pytest.mark.parametrize("job", [
     ["score", "--model", "/local/run", "--input", "s3://b/in/", "--output", "s3://b/out/"],
     ["audiences", "--run", "out/run"],

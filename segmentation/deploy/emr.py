@@ -280,6 +280,13 @@ def validate_job(tokens: Sequence[str], number: int = 1) -> argparse.Namespace:
                 f"{label}: {flag} must be a location every node reads, such as "
                 f"s3://bucket/path/, not {value!r}"
             )
+        if value.startswith("file://") and flag != "--input":
+            # Each node would write its part of the output to its own disk, and the driver's
+            # _SUCCESS would describe files that are nowhere together.
+            raise EmrError(
+                f"{label}: {flag} must be shared storage (s3://, hdfs://), not a node's local "
+                f"disk: {value!r}"
+            )
     given = getattr(args, "input", None) or ""
     sqlite = getattr(args, "input_format", "auto") == "sqlite" or given.lower().endswith(
         (".sqlite", ".sqlite3", ".db")
