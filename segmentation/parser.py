@@ -70,6 +70,25 @@ def parse_conf(text: str) -> Tuple[str, str]:
     return key, value
 
 
+def parse_stability_seeds(text: str) -> int:
+    """Parse ``--stability-seeds``: 0 (off) or a whole number of 2 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0 or value == 1:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or 2 or more: {text!r}")
+    return value
+
+
+def at_least_two(text: str) -> int:
+    """Parse a whole number of 2 or more."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be 2 or more: {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """Parse a whole number of 1 or more."""
     try:
@@ -164,12 +183,29 @@ def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
         help="k to try: 4, 2-10 or 2,4,8 (default: 2-10)",
     )
     group.add_argument(
-        "--select", choices=("silhouette", "elbow"), default="silhouette",
-        help="how to choose k from the sweep (default: best silhouette; one k: that k)",
+        "--select", choices=("silhouette", "elbow", "stable"), default="silhouette",
+        help="how to choose k from the sweep (default: best silhouette; one k: that k); "
+        "stable: the most stable k among those within 0.05 of the best silhouette "
+        "(implies --stability-seeds 3 unless given)",
+    )
+    group.add_argument(
+        "--algorithm", choices=("kmeans", "bisecting-kmeans", "gmm"), default="kmeans",
+        help="MLlib estimator of the sweep and the final model: KMeans, BisectingKMeans or "
+        "GaussianMixture (default: kmeans)",
+    )
+    group.add_argument(
+        "--stability-seeds", type=parse_stability_seeds, metavar="N",
+        help="per k, also fit N seeds on a sample and report their mean adjusted Rand index as "
+        "stability; multiplies the fits by N (default: 0, off; 3 with --select stable)",
+    )
+    group.add_argument(
+        "--stability-sample", type=at_least_two, default=20_000, metavar="CUSTOMERS",
+        help="at most this many customers, a seeded sample, for the stability fits "
+        "(default: 20000)",
     )
     group.add_argument(
         "--transform", choices=("log-standard", "standard", "none"), default="log-standard",
-        help="feature scaling before KMeans (default: log1p then standardise)",
+        help="feature scaling before clustering (default: log1p then standardise)",
     )
     group.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     group.add_argument(
@@ -177,7 +213,8 @@ def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
         help="sweep k on this fraction of customers (the final model fits all of them)",
     )
     group.add_argument(
-        "--max-iter", type=positive_int, default=20, help="KMeans iterations (default: 20)"
+        "--max-iter", type=positive_int, default=20,
+        help="maximum iterations of each fit (default: 20)",
     )
     group.add_argument(
         "--features", dest="feature_columns",
@@ -344,7 +381,8 @@ def cluster_options(args: argparse.Namespace) -> Any:
     return ClusterOptions(
         ks=args.ks, select=args.select, transform=args.transform, seed=args.seed,
         sample_fraction=args.sample_fraction, max_iter=args.max_iter,
-        feature_columns=args.feature_columns,
+        feature_columns=args.feature_columns, algorithm=args.algorithm,
+        stability_seeds=args.stability_seeds, stability_sample=args.stability_sample,
     )
 
 

@@ -570,3 +570,52 @@ def test_choose_k_by_elbow() -> None:
     assert choose_k(tie, "elbow") == 3
     with pytest.raises(SegmentationError, match="no k has a silhouette"):
         choose_k([result(2, 5.0), result(3, 5.0), result(4, 5.0)], "elbow")
+
+
+# ---------------------------------------------------------------- (8) algorithms, stability
+
+
+def test_sweep_without_stability_reports_none(blob_sweep: List[KResult]) -> None:
+    assert all(r.stability is None for r in blob_sweep)
+    assert all(r.to_dict()["stability"] is None for r in blob_sweep)
+
+
+@pytest.mark.parametrize("algorithm", ["kmeans", "bisecting-kmeans", "gmm"])
+def test_every_algorithm_sweeps_fits_and_survives_save(
+    spark: SparkSession, tmp_path: Path, algorithm: str
+) -> None:
+    frame = spark.createDataFrame(RFM_ROWS, RFM_SCHEMA)
+    cols = ["recency_days", "frequency", "monetary"]
+    means = log_standard_blob_means()
+    # WSSSE of the four blobs, recomputed from the assignments: squared distances to blob means
+    raw = np.array([[r, f, m] for _, r, f, m, _ in RFM_ROWS], dtype=float)
+    logs = np.log1p(np.maximum(raw, 0))
+    scaled = (logs - logs.mean(axis=0)) / logs.std(axis=0, ddof=1)
+    blob_of = [c[0] for c, *_ in RFM_ROWS]
+    blob_wssse = float(sum(np.sum((scaled[i] - means[b]) ** 2) for i, b in enumerate(blob_of)))
+
+    three, four = sweep_k(frame, cols, [3, 4], max_iter=20, algorithm=algorithm,
+                          stability_seeds=2, stability_sample=12)
+    assert four.cluster_sizes == [4, 4, 4, 4] and four.non_empty_clusters == 4
+    assert four.wssse == pytest.approx(blob_wssse, rel=1e-9)
+    assert four.silhouette is not None and three.silhouette is not None
+    assert four.silhouette > three.silhouette
+    for r in (three, four):
+        assert r.stability is not None and -1.0 <= r.stability <= 1.0 + 1e-12
+    assert choose_k([three, four]) == 4
+
+    model = fit_segments(frame, cols, 4, RFM_WEIGHTS, max_iter=20, algorithm=algorithm)
+    assert model.algorithm == algorithm
+    assert model.labels == ["champions", "at risk", "promising", "hibernating"]
+    for blob, (cluster, _) in EXPECTED_SEGMENTS.items():
+        # (bisecting) k-means centres are the blob means; the gaussians' means nearly so
+        assert model.centroids[cluster] == pytest.approx(means[blob], rel=1e-4, abs=1e-6)
+    path = str(tmp_path / "model")
+    model.save(path)
+    loaded = SegmentationModel.load(path)
+    assert (loaded.algorithm, loaded.labels) == (algorithm, model.labels)
+    assert loaded.centroids == model.centroids
+    got = loaded.assign(frame).select("customer_id", "cluster", "segment").collect()
+    assert {r["customer_id"]: (r["cluster"], r["segment"]) for r in got} == {
+        row[0]: EXPECTED_SEGMENTS[row[0][0]] for row in RFM_ROWS
+    }

@@ -143,8 +143,8 @@ def test_assignments_profiles_and_k_selection_agree(
     k_table = pd.read_parquet(run_output / "k_selection")
     assert k_table["chosen"].sum() == 1
     assert list(k_table.columns) == [
-        "k", "wssse", "silhouette", "davies_bouldin", "calinski_harabasz", "cluster_sizes",
-        "non_empty_clusters", "seconds", "chosen",
+        "k", "wssse", "silhouette", "davies_bouldin", "calinski_harabasz", "stability",
+        "cluster_sizes", "non_empty_clusters", "seconds", "chosen",
     ]
     assert [list(sizes) for sizes in k_table["cluster_sizes"]] == [
         r["cluster_sizes"] for r in selection["results"]
