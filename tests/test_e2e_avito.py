@@ -136,6 +136,15 @@ def test_run_on_sqlite_writes_every_output(
     assert sum(s["customers"] for s in segments) == manifest["customers"]["kept"]
     assignments = spark.read.parquet(str(out / "assignments"))
     assert assignments.count() == manifest["customers"]["kept"]
+    # RFE: the third score is engagement (searches), and the report names clicks as the value.
+    assert assignments.columns[-7:] == ["r_score", "f_score", "e_score", "fm_score",
+                                        "rfm_segment", "value_score", "value_tier"]
+    described = json.loads((out / "run.json").read_text())
+    assert [s["feature"] for s in described["scores"]["specs"]] == [
+        "recency_days", "frequency", "engagement"]
+    assert [m["feature"] for m in described["value_tiers"]["metrics"]] == [
+        "recency_days", "frequency", "engagement"]
+    assert "Share of clicks" in (out / "report" / "report.html").read_text()
 
 
 def test_missing_table_in_folder(
