@@ -254,10 +254,12 @@ def features_stage(
     manifest.set("source", options.source)
     manifest.set("inputs", [{"path": options.input, "format": options.input_format}])
     result = compute_features(spark, options, manifest)
-    layout.clear()
-    with manifest.stage("write_features"):
-        layout.write_parquet(result.table, "features")
-    result.release()
+    try:
+        layout.clear()
+        with manifest.stage("write_features"):
+            layout.write_parquet(result.table, "features")
+    finally:
+        result.release()
     description = describe_features("features", options, result, result.feature_set)
     layout.write_json("run.json", description.to_dict())
     manifest.set("outputs", layout.outputs())
@@ -543,13 +545,11 @@ def run_stage(
         feature_set = result.feature_set.with_cluster_columns(cluster_opts.feature_columns)
         _check_feature_columns(result.table, feature_set)
         feasible_ks(cluster_opts.ks, result.customers)  # before anything is written
-    except InputError:
+        layout.clear()
+        with manifest.stage("write_features"):
+            features_path = layout.write_parquet(result.table, "features")
+    finally:  # the cached aggregate is released on every path, errors included
         result.release()
-        raise
-    layout.clear()
-    with manifest.stage("write_features"):
-        features_path = layout.write_parquet(result.table, "features")
-    result.release()
     features = spark.read.parquet(features_path)
     segmentation = cluster_stage(
         spark, features, feature_set, cluster_opts, layout, manifest, result.customers
@@ -669,10 +669,12 @@ def score_stage(
     manifest.set("model", model_dir)
     manifest.set("inputs", [{"path": input_path, "format": input_format}])
     result = compute_features(spark, options, manifest)
-    layout.clear()
-    with manifest.stage("write_features"):
-        features_path = layout.write_parquet(result.table, "features")
-    result.release()
+    try:
+        layout.clear()
+        with manifest.stage("write_features"):
+            features_path = layout.write_parquet(result.table, "features")
+    finally:
+        result.release()
     features = spark.read.parquet(features_path)
     feature_set = trained.feature_set
     profiles = write_segments(spark, features, feature_set, model, scales, layout, manifest)

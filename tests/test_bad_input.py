@@ -115,10 +115,13 @@ def test_output_exists_needs_overwrite(
 def test_too_few_customers_to_cluster(
     spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    cached_before = set(spark.sparkContext._jsc.getPersistentRDDs().keySet())
     path = write_csv(tmp_path / "one.csv", GOOD_LINES[:1])
     line = run_fails(retail_run(path, tmp_path / "out"), capsys)
     assert line == "error: 1 customer(s): at least 2 are needed to cluster"
     assert not (tmp_path / "out").exists()
+    # the failed run released the customer aggregate it had cached
+    assert set(spark.sparkContext._jsc.getPersistentRDDs().keySet()) == cached_before
 
 
 @pytest.mark.parametrize(
@@ -181,6 +184,7 @@ def test_truncated_gzip_is_one_line_and_releases_the_cache(
     spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     retail_sample: Path,
 ) -> None:
+    cached_before = set(spark.sparkContext._jsc.getPersistentRDDs().keySet())
     truncated = tmp_path / "cut.csv.gz"
     truncated.write_bytes(retail_sample.read_bytes()[:200_000])
     out = tmp_path / "out"
@@ -189,7 +193,8 @@ def test_truncated_gzip_is_one_line_and_releases_the_cache(
     assert line == (f"error: cannot read {truncated}: a compressed file ends early (truncated "
                     "or corrupt) (Unexpected end of input stream)")
     assert not out.exists()
-    assert not spark.sparkContext._jsc.getPersistentRDDs()  # nothing left cached
+    # nothing new left cached
+    assert set(spark.sparkContext._jsc.getPersistentRDDs().keySet()) == cached_before
 
 
 def test_truncated_parquet_is_one_line(
