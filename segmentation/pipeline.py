@@ -323,20 +323,7 @@ def read_features(
 
 def _check_feature_columns(table: DataFrame, feature_set: ft.FeatureSet) -> None:
     """Raise before anything is written if a clustered column is missing or not numeric."""
-    types = {f.name: f.dataType for f in table.schema.fields}
-    missing = [c for c in feature_set.cluster_columns if c not in types]
-    if missing:
-        raise InputError(
-            f"the features table lacks column(s) {', '.join(missing)}; "
-            f"it has: {', '.join(types)}"
-        )
-    bad = [
-        f"{c} ({types[c].simpleString()})"
-        for c in feature_set.cluster_columns
-        if not isinstance(types[c], NumericType)
-    ]
-    if bad:
-        raise InputError(f"--features must name numeric columns: {', '.join(bad)}")
+    ft.require_columns(table, feature_set.cluster_columns, "--features")
     # KMeans cannot place a customer with a missing feature: say which column, before writing.
     nulls = table.select(
         *[F.count(F.when(F.col(c).isNull(), 1)).alias(c) for c in feature_set.cluster_columns]

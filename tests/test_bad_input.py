@@ -149,7 +149,7 @@ def test_bad_flags_are_usage_errors(
 
 @pytest.mark.parametrize("features, message", [
     ("recency_days,first_purchase_date",
-     "error: --features must name numeric columns: first_purchase_date (date)"),
+     "error: --features column(s) must be numeric: first_purchase_date (date)"),
     ("recency_days,customer_id",
      "error: --features names column(s) that are not retail features: customer_id; "),
 ])

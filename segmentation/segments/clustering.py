@@ -145,9 +145,9 @@ from pyspark.ml.feature import (
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import NumericType
 
 from segmentation.errors import EmptyResultError, InputError, SegmentationError
+from segmentation.sources.common import require_columns
 
 log = logging.getLogger(__name__)
 
@@ -288,21 +288,7 @@ def _check_names(feature_cols: Sequence[str]) -> List[str]:
 
 def _check_columns(frame: DataFrame, cols: Sequence[str], numeric: bool = True) -> None:
     """Raise :class:`InputError` if ``frame`` lacks a column of ``cols`` or one is not numeric."""
-    types = {field.name: field.dataType for field in frame.schema.fields}
-    missing = [c for c in cols if c not in types]
-    if missing:
-        raise InputError(
-            f"missing feature column(s) {', '.join(missing)}; "
-            f"the table has {', '.join(types) or 'no columns'}"
-        )
-    if numeric:
-        bad = [
-            f"{c} ({types[c].simpleString()})"
-            for c in cols
-            if not isinstance(types[c], NumericType)
-        ]
-        if bad:
-            raise InputError(f"feature column(s) must be numeric: {', '.join(bad)}")
+    require_columns(frame, cols, "feature", numeric)
 
 
 def feature_pipeline(

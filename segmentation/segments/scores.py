@@ -71,9 +71,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import NumericType
 
 from segmentation.errors import EmptyResultError, InputError, SegmentationError
+from segmentation.sources.common import require_columns
 
 Transform = Callable[[DataFrame], DataFrame]
 
@@ -220,17 +220,7 @@ def _check_specs(specs: Sequence[ScoreSpec]) -> List[ScoreSpec]:
 
 def _check_features(frame: DataFrame, features: Sequence[str]) -> None:
     """Raise :class:`InputError` if ``frame`` lacks one of ``features`` or one is not numeric."""
-    types = {field.name: field.dataType for field in frame.schema.fields}
-    missing = [f for f in features if f not in types]
-    if missing:
-        raise InputError(
-            f"missing score feature column(s) {', '.join(missing)}; "
-            f"the table has {', '.join(types) or 'no columns'}"
-        )
-    bad = [f"{f} ({types[f].simpleString()})" for f in features
-           if not isinstance(types[f], NumericType)]
-    if bad:
-        raise InputError(f"score feature column(s) must be numeric: {', '.join(bad)}")
+    require_columns(frame, features, "score feature")
 
 
 def score_cut_points(

@@ -54,9 +54,9 @@ from pyspark.ml.clustering import KMeans
 from pyspark.ml.feature import VectorAssembler
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import NumericType
 
 from segmentation.errors import EmptyResultError, InputError, SegmentationError
+from segmentation.sources.common import require_columns
 
 log = logging.getLogger(__name__)
 
@@ -204,17 +204,7 @@ def _check_metrics(metrics: Sequence[Metric]) -> List[Metric]:
 
 def _check_columns(frame: DataFrame, cols: Sequence[str]) -> None:
     """Raise :class:`InputError` if ``frame`` lacks a column of ``cols`` or one is not numeric."""
-    types = {field.name: field.dataType for field in frame.schema.fields}
-    missing = [c for c in cols if c not in types]
-    if missing:
-        raise InputError(
-            f"missing metric column(s) {', '.join(missing)}; "
-            f"the table has {', '.join(types) or 'no columns'}"
-        )
-    bad = [f"{c} ({types[c].simpleString()})" for c in cols
-           if not isinstance(types[c], NumericType)]
-    if bad:
-        raise InputError(f"metric column(s) must be numeric: {', '.join(bad)}")
+    require_columns(frame, cols, "metric")
 
 
 def _fit_centres(

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import NumericType
 
 from segmentation.errors import InputError
 
@@ -41,6 +42,27 @@ FALLBACK_TIMESTAMP_FORMATS: Tuple[str, ...] = (
     "d.M.yyyy H:mm",
     "yyyy/MM/dd HH:mm:ss",
 )
+
+def require_columns(
+    frame: DataFrame, columns: Sequence[str], what: str = "feature", numeric: bool = True
+) -> None:
+    """Raise :class:`InputError` if ``frame`` lacks one of ``columns`` or one is not numeric.
+
+    ``what`` names the columns in the message (``feature``, ``score feature``, ``metric``).
+    """
+    types = {f.name: f.dataType for f in frame.schema.fields}
+    missing = [c for c in columns if c not in types]
+    if missing:
+        raise InputError(
+            f"missing {what} column(s) {', '.join(missing)}; "
+            f"the table has {', '.join(types) or 'no columns'}"
+        )
+    if numeric:
+        bad = [f"{c} ({types[c].simpleString()})" for c in columns
+               if not isinstance(types[c], NumericType)]
+        if bad:
+            raise InputError(f"{what} column(s) must be numeric: {', '.join(bad)}")
+
 
 def parse_timestamp(column: Column, timestamp_format: Optional[str] = None) -> Column:
     """Parse text (or pass through a timestamp/date) into a timestamp; NULL when unparseable.
