@@ -274,7 +274,7 @@ def run_once(system: str, data: Dataset, args: argparse.Namespace, repeat: int,
     log = args.workdir / "logs" / data.scale / f"{label}-{repeat}.log"
     print(f"  [{data.scale}] {label} run {repeat}: ", end="", flush=True)
     m = measure(command, log, args.timeout)
-    run: Dict[str, Any] = {**asdict(m), "output": str(out)}
+    run: Dict[str, Any] = {**asdict(m), "output": str(out), "code": environment.code_state()}
     if m.returncode != 0:
         run["error"] = _tail(log)
         print(f"FAILED (exit {m.returncode}), see {log}", flush=True)
@@ -325,6 +325,13 @@ def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
         "customers": ok[-1].get("customers"),
         "load_average": _median([r.get("load_average") for r in ok]),
     }
+    codes = [r["code"] for r in ok if r.get("code")]
+    if codes:  # others edit segmentation/ while benchmarks run: say which code each run timed
+        summary["code"] = codes[-1]
+        distinct = {json.dumps(c, sort_keys=True) for c in codes}
+        if len(distinct) > 1:
+            summary["code_changed_between_runs"] = [c.get("segmentation_uncommitted") or
+                                                    c.get("commit") for c in codes]
     if manifest_names:
         summary["manifest_stages"] = {
             s: _median([(r.get("manifest_stages") or {}).get(s) for r in ok])
@@ -525,7 +532,8 @@ def bench_scale(data: Dataset, systems: Sequence[str], args: argparse.Namespace,
     code = environment.code_state()
     for system in systems:
         summary = summarise(runs[system])
-        summary.update({"measured_at": now, "code": code, "k": args.k,
+        summary.setdefault("code", code)
+        summary.update({"measured_at": now, "k": args.k,
                         "command": _display_command(system, data, args)})
         document.setdefault("systems", {})[system] = _slim(summary)
     outputs = {s: Path(r[-1]["output"]) for s, r in runs.items()

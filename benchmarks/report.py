@@ -82,6 +82,8 @@ def scale_table(document: Dict[str, Any]) -> List[str]:
         walls = ", ".join(f"{w:.1f}" for w in s.get("wall_seconds_all", []))
         ratio = (f"{s['wall_seconds'] / reference:.2f}x"
                  if reference and s.get("wall_seconds") else "-")
+        if s.get("code_changed_between_runs"):
+            name += " (code changed between runs\u2020)"
         ks = sorted(set(s.get("chosen_k_all") or []))
         k_text = str(s.get("chosen_k")) if len(ks) <= 1 else "/".join(map(str, ks))
         lines.append(
@@ -93,6 +95,12 @@ def scale_table(document: Dict[str, Any]) -> List[str]:
             f"{_num(s.get('cpu_seconds'), 0)} | {k_text} | {_wssse(s.get('wssse'))} | "
             f"{_int(s.get('customers'))} | {ratio} |"
         )
+    if any(systems[n].get("code_changed_between_runs") for n in systems):
+        lines += ["", "\u2020 `segmentation/` had other uncommitted changes at each run "
+                      "(others work on it concurrently): digests "
+                      + "; ".join(f"{n}: {', '.join(map(str, v['code_changed_between_runs']))}"
+                                  for n, v in systems.items()
+                                  if v.get("code_changed_between_runs")) + "."]
     return lines
 
 
