@@ -778,7 +778,8 @@ def compare_stage(
     Writes ``migration/`` (Parquet) and ``migration.json`` to ``output`` (default: RUN_B), and
     re-renders the report there with the migration heatmap.
     """
-    from segmentation.segments.migration import migration
+    from segmentation.reporting import load_report_inputs, write_report
+    from segmentation.segments.migration import LOST, NEW, migration
 
     _finished_run(spark, run_a)
     _finished_run(spark, run_b)
@@ -793,8 +794,6 @@ def compare_stage(
         path = layout.write_parquet(table, "migration", partitions=1)
         rows = [row.asDict() for row in spark.read.parquet(path).orderBy(
             "from_segment", "to_segment").collect()]
-    from segmentation.segments.migration import LOST, NEW
-
     document = {
         "run_a": run_a,
         "run_b": run_b,
@@ -809,8 +808,6 @@ def compare_stage(
         "migration": rows,
     }
     layout.write_json("migration.json", document)
-    from segmentation.reporting import load_report_inputs, write_report
-
     inputs = load_report_inputs(layout, run_b)
     if inputs is None:
         log.warning("%s has no report to add the migration to", run_b)
