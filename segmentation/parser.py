@@ -89,6 +89,12 @@ def at_least_two(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """Parse a whole number of 0 or more."""
+    value = positive_int(text) if text.strip() not in ("0", "+0", "-0") else 0
+    return value
+
+
 def positive_int(text: str) -> int:
     """Parse a whole number of 1 or more."""
     try:
@@ -210,11 +216,23 @@ def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     group.add_argument(
         "--sample-fraction", type=parse_fraction, metavar="F",
-        help="sweep k on this fraction of customers (the final model fits all of them)",
+        help="sweep k on this fraction of customers (the final model fits all of them; "
+        "default: all, or --sweep-sample of them)",
+    )
+    group.add_argument(
+        "--sweep-sample", type=non_negative_int, default=200_000, metavar="CUSTOMERS",
+        help="with more customers than this and no --sample-fraction, sweep k on a seeded sample "
+        "of about this many (the final model fits all of them); 0: always everyone "
+        "(default: 200000)",
     )
     group.add_argument(
         "--max-iter", type=positive_int, default=20,
         help="maximum iterations of each fit (default: 20)",
+    )
+    group.add_argument(
+        "--parallelism", type=positive_int, default=None, metavar="N",
+        help="fit up to N values of k at once (concurrent Spark jobs; results do not depend on "
+        "it; default: 4)",
     )
     group.add_argument(
         "--features", dest="feature_columns",
@@ -383,6 +401,7 @@ def cluster_options(args: argparse.Namespace) -> Any:
         sample_fraction=args.sample_fraction, max_iter=args.max_iter,
         feature_columns=args.feature_columns, algorithm=args.algorithm,
         stability_seeds=args.stability_seeds, stability_sample=args.stability_sample,
+        parallelism=args.parallelism, sweep_sample=args.sweep_sample,
     )
 
 

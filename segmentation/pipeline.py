@@ -61,6 +61,9 @@ K_SELECTION_SCHEMA = StructType(
     ]
 )
 
+#: Above this many customers the k sweep runs on a sample of about this many (``--sweep-sample``).
+DEFAULT_SWEEP_SAMPLE = 200_000
+
 #: Above this share of rows with unparseable dates, the input is rejected (wrong format).
 MAX_UNPARSEABLE_DATE_SHARE = 0.01
 
@@ -84,6 +87,21 @@ class ClusterOptions:
     algorithm: str = "kmeans"
     stability_seeds: Optional[int] = None
     stability_sample: int = 20_000
+    parallelism: Optional[int] = None  #: k fitted at once (None: the sweep's default)
+    sweep_sample: int = DEFAULT_SWEEP_SAMPLE  #: see :meth:`sweep_fraction`
+
+    def sweep_fraction(self, customers: int) -> Optional[float]:
+        """The fraction of customers the sweep fits on: ``None`` for everyone.
+
+        ``sample_fraction`` when given; otherwise, above ``sweep_sample`` customers, a sample of
+        about ``sweep_sample`` of them (0 switches the sampling off). The final model always fits
+        everyone.
+        """
+        if self.sample_fraction is not None:
+            return self.sample_fraction
+        if 0 < self.sweep_sample < customers:
+            return self.sweep_sample / customers
+        return None
 
     def __post_init__(self) -> None:
         """Reject ``select="stable"`` with the stability switched off (``stability_seeds=0``)."""
@@ -369,21 +387,28 @@ def cluster_stage(
     features = features.transform(reproducible_layout(customers)).persist(
         StorageLevel.MEMORY_AND_DISK
     )
+    sweep_fraction = options.sweep_fraction(customers)
+    if sweep_fraction is not None and options.sample_fraction is None:
+        log.info(
+            "%s customers: the k sweep fits a %.3g sample (--sweep-sample %s), the final model "
+            "everyone", f"{customers:,}", sweep_fraction, f"{options.sweep_sample:,}",
+        )
     try:
         with manifest.stage("k_sweep"):
-            results = clustering.sweep_k(
+            sweep = clustering.sweep(
                 features, columns, ks, transform=options.transform, seed=options.seed,
-                sample_fraction=options.sample_fraction, max_iter=options.max_iter,
+                sample_fraction=sweep_fraction, max_iter=options.max_iter,
                 algorithm=options.algorithm, stability_seeds=stability_seeds,
-                stability_sample=options.stability_sample,
+                stability_sample=options.stability_sample, parallelism=options.parallelism,
             )
+        results = sweep.results
         method = options.select if len(ks) > 1 else "fixed"
         chosen = clustering.choose_k(results, "silhouette" if method == "fixed" else method)
-        with manifest.stage("fit_final_model"):
+        with manifest.stage("fit_final_model"):  # the sweep's model when it saw everyone
             model = clustering.fit_segments(
                 features, columns, chosen, feature_set.value_weights,
                 transform=options.transform, seed=options.seed, max_iter=options.max_iter,
-                algorithm=options.algorithm,
+                algorithm=options.algorithm, fitted=sweep.fitted(chosen),
             )
         with manifest.stage("fit_scores_and_tiers"):
             scales = fit_scales(features, feature_set, seed=options.seed)
@@ -421,10 +446,12 @@ def cluster_stage(
             "selection": method,
             "chosen_k": chosen,
             "seed": options.seed,
-            "sample_fraction": options.sample_fraction,
+            "sample_fraction": sweep_fraction,
+            "sweep_sample": options.sweep_sample,
             "max_iter": options.max_iter,
             "stability_seeds": stability_seeds,
             "stability_sample": options.stability_sample if stability_seeds else None,
+            "final_model": "refitted on everyone" if sweep.sampled else "the sweep's",
             "silhouette_distance": "squared euclidean",
         },
     )

@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pytest
 from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.feature import VectorAssembler
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -23,17 +24,21 @@ from pyspark.sql.types import (
 from pyspark.testing import assertDataFrameEqual
 
 from segmentation.errors import EmptyResultError, InputError, SegmentationError
+from segmentation.parser import build_parser, cluster_options
+from segmentation.pipeline import ClusterOptions
 from segmentation.segments.clustering import (
+    ALGORITHMS,
     KResult,
     SegmentationModel,
     choose_k,
-    davies_bouldin_calinski_harabasz,
     feature_pipeline,
     fit_segments,
     segment_labels,
     segment_profiles,
+    sweep,
     sweep_k,
 )
+from segmentation.segments.metrics import clustering_metrics, davies_bouldin_calinski_harabasz
 
 E = math.e
 RFM_WEIGHTS = {"recency_days": -1.0, "frequency": 1.0, "monetary": 1.0}
@@ -252,6 +257,40 @@ def test_db_ch_of_an_arbitrary_labelling(spark: SparkSession) -> None:
     want_db, want_ch = numpy_db_ch(arr, labels)
     assert db == pytest.approx(want_db, rel=1e-12)
     assert ch == pytest.approx(want_ch, rel=1e-12)
+
+
+def test_metrics_match_numpy_and_mllib_evaluator(spark: SparkSession) -> None:
+    # 41 random 3-d points in 4 clusters: one singleton, centre 2 with no point.
+    rng = np.random.default_rng(7)
+    arr = rng.normal(size=(41, 3)) * [1.0, 3.0, 0.5] + 2.0
+    labels = [0] * 15 + [1] * 15 + [3] * 10 + [4]
+    cents = {c: arr[np.array(labels) == c].mean(axis=0).tolist() for c in (0, 1, 3, 4)}
+    centroids = [cents[0], cents[1], [50.0, 50.0, 50.0], cents[3], cents[4]]
+    frame = spark.createDataFrame(
+        [(*map(float, p), c) for p, c in zip(arr, labels)],
+        "x double, y double, z double, prediction int",
+    )
+    predictions = VectorAssembler(inputCols=["x", "y", "z"], outputCol="features").transform(frame)
+    got = clustering_metrics(predictions, centroids, "features", "prediction")
+    want_db, want_ch = numpy_db_ch(arr, labels)
+    assert got.davies_bouldin == pytest.approx(want_db, rel=1e-9)
+    assert got.calinski_harabasz == pytest.approx(want_ch, rel=1e-9)
+    assert got.silhouette == pytest.approx(numpy_squared_silhouette(arr, labels), rel=1e-9)
+    mllib = ClusteringEvaluator(distanceMeasure="squaredEuclidean").evaluate(predictions)
+    assert got.silhouette == pytest.approx(mllib, rel=1e-9)
+    within = sum(float(((arr[np.array(labels) == c] - cents[c]) ** 2).sum()) for c in cents)
+    assert got.wssse == pytest.approx(within, rel=1e-12)
+    assert (got.cluster_sizes, got.non_empty_clusters) == ([15, 15, 10, 1, 0], 4)
+
+
+def test_sweep_results_do_not_depend_on_parallelism(
+    blobs: DataFrame, blob_sweep: List[KResult]
+) -> None:
+    one_at_a_time = sweep_k(blobs, ["x", "y"], [2, 3, 4, 5], transform="none", max_iter=10,
+                            parallelism=1)
+    assert without_seconds(one_at_a_time) == without_seconds(blob_sweep)
+    with pytest.raises(SegmentationError, match="parallelism"):
+        sweep_k(blobs, ["x", "y"], [2], parallelism=0)
 
 
 # ---------------------------------------------------------------- (3) degenerate inputs
@@ -619,3 +658,38 @@ def test_every_algorithm_sweeps_fits_and_survives_save(
     assert {r["customer_id"]: (r["cluster"], r["segment"]) for r in got} == {
         row[0]: EXPECTED_SEGMENTS[row[0][0]] for row in RFM_ROWS
     }
+
+
+@pytest.mark.parametrize("algorithm", ["kmeans", "bisecting-kmeans", "gmm"])
+def test_final_model_is_the_sweeps_fit(spark: SparkSession, algorithm: str) -> None:
+    frame = spark.createDataFrame(RFM_ROWS, RFM_SCHEMA)
+    cols = ["recency_days", "frequency", "monetary"]
+    swept = sweep(frame, cols, [3, 4], max_iter=20, algorithm=algorithm)
+    assert [r.k for r in swept.results] == [3, 4] and not swept.sampled
+    reused = fit_segments(frame, cols, 4, RFM_WEIGHTS, max_iter=20, algorithm=algorithm,
+                          fitted=swept.fitted(4))
+    refitted = fit_segments(frame, cols, 4, RFM_WEIGHTS, max_iter=20, algorithm=algorithm)
+    assert reused.labels == refitted.labels
+    for a, b in zip(reused.centroids, refitted.centroids):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+    assertDataFrameEqual(reused.assign(frame), refitted.assign(frame))
+    other = next(a for a in ALGORITHMS if a != algorithm)
+    with pytest.raises(SegmentationError, match=f"not {other}"):
+        fit_segments(frame, cols, 4, RFM_WEIGHTS, algorithm=other, fitted=swept.fitted(4))
+    sampled = sweep(frame, cols, [2], sample_fraction=0.5, max_iter=5, algorithm=algorithm)
+    assert sampled.sampled and sampled.fitted(2) is None
+
+
+def test_sweep_sample_above_a_customer_count() -> None:
+    assert ClusterOptions().sweep_fraction(200_000) is None
+    assert ClusterOptions().sweep_fraction(400_000) == pytest.approx(0.5)
+    assert ClusterOptions(sweep_sample=0).sweep_fraction(10**7) is None
+    assert ClusterOptions(sample_fraction=0.3).sweep_fraction(10) == 0.3
+    run = ["run", "--source", "retail", "--input", "x", "--output", "y"]
+    options = cluster_options(
+        build_parser().parse_args([*run, "--sweep-sample", "1000", "--parallelism", "2"])
+    )
+    assert (options.sweep_sample, options.parallelism) == (1000, 2)
+    for bad in (["--sweep-sample", "-1"], ["--parallelism", "0"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*run, *bad])

@@ -21,12 +21,14 @@ from segmentation.segments.clustering import (
     DEFAULT_STABILITY_SEEDS,
     KResult,
     SegmentationModel,
-    adjusted_rand_from_contingency,
-    adjusted_rand_index,
     choose_k,
     fit_segments,
-    pairwise_adjusted_rand,
     sweep_k,
+)
+from segmentation.segments.metrics import (
+    adjusted_rand_from_contingency,
+    adjusted_rand_index,
+    pairwise_adjusted_rand,
 )
 
 # ---------------------------------------------------------------- a pure-Python reference

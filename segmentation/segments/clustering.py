@@ -69,17 +69,19 @@ Every metric is a function of the assignment of the points, so the three algorit
 on the same terms:
 
 * WSSSE: sum of squared Euclidean distances from each point to its cluster's centre, recomputed
-  from the final assignments in the same ``groupBy`` as the other statistics, for every
-  algorithm. (KMeans' own ``trainingCost`` is not used: it is measured against the centres before
-  their last update.) The centre is the model's centre for ``kmeans`` and ``bisecting-kmeans``
-  (the mean of its points once they converged) and, for ``gmm``, the mean of the points assigned
-  to the gaussian (one extra aggregation per k), not the gaussian's mean, which is a weighted mean
-  of *all* points and would overstate WSSSE and distort the indices below.
-* Silhouette: MLlib's ``ClusteringEvaluator`` with ``distanceMeasure="squaredEuclidean"``, i.e.
-  the silhouette computed on *squared* distances (MLlib's default, and O(n) instead of O(n^2));
-  it is larger than the textbook Euclidean silhouette on the same clustering. Higher is better.
+  from the final assignments, for every algorithm. (KMeans' own ``trainingCost`` is not used: it
+  is measured against the centres before their last update.) The centre is the model's centre
+  for ``kmeans`` and ``bisecting-kmeans`` (the mean of its points once they converged) and, for
+  ``gmm``, the mean of the points assigned to the gaussian, not the gaussian's mean, which is a
+  weighted mean of *all* points and would overstate WSSSE and distort the indices below.
+* Silhouette on *squared* Euclidean distances, the value of MLlib's ``ClusteringEvaluator`` with
+  ``distanceMeasure="squaredEuclidean"`` (O(n) instead of O(n^2)); it is larger than the
+  textbook Euclidean silhouette on the same clustering. Higher is better.
 * Davies-Bouldin (lower is better) and Calinski-Harabasz (higher is better), with Euclidean
-  distances as in scikit-learn, from that ``groupBy`` over the predictions and the same centres.
+  distances as in scikit-learn.
+
+All of them come from two passes over the predictions per k, per-cluster sums then per-point
+distances (:mod:`segmentation.segments.metrics`), instead of one pass per metric.
 
 A model may return fewer than k centres (fewer distinct points than k, bisecting k-means out of
 divisible clusters) or centres that no point is assigned to (a gaussian that is nobody's most
@@ -104,8 +106,8 @@ side (no join); the ARI is computed on the driver from those small tables (at mo
 :data:`STABLE_SILHOUETTE_TOLERANCE` (0.05, absolute, inclusive) of the best silhouette, the one
 with the highest stability (ties: the smaller k).
 
-Cost: per k, the sweep does one fit on the (sampled) customers plus three passes over the cached
-vectors (per-cluster statistics, two for the silhouette; one more for ``gmm``); stability adds N
+Cost: per k, the sweep does one fit on the (sampled) customers plus two passes over the cached
+vectors (:mod:`segmentation.segments.metrics`); several k run at once; stability adds N
 fits on the stability sample and one pass scoring it with the N models. On large data, where
 the fits dominate, it multiplies the fitting time per k by about ``1 + N * sample / customers``
 (``1 + N`` when every customer is in the sample); on small data Spark's per-job overhead
@@ -117,13 +119,13 @@ bisection and is the slowest of the three per k. Progress is logged per k and pe
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import math
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from pyspark import StorageLevel
 from pyspark.ml import Estimator, Pipeline, PipelineModel, Transformer
@@ -135,18 +137,17 @@ from pyspark.ml.clustering import (
     KMeans,
     KMeansModel,
 )
-from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.feature import (
     SQLTransformer,
     StandardScaler,
     StandardScalerModel,
     VectorAssembler,
 )
-from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from segmentation.errors import EmptyResultError, InputError, SegmentationError
+from segmentation.segments import metrics
 from segmentation.sources.common import require_columns
 
 log = logging.getLogger(__name__)
@@ -226,8 +227,9 @@ class KResult:
         Within-cluster sum of squared Euclidean distances to the cluster centres, recomputed from
         the final assignments (see the module notes), lower is better.
     silhouette
-        Mean silhouette on **squared** Euclidean distances (MLlib ``ClusteringEvaluator``,
-        ``squaredEuclidean``), in [-1, 1], higher is better; ``None`` if undefined.
+        Mean silhouette on **squared** Euclidean distances (the value of MLlib's
+        ``ClusteringEvaluator``, ``squaredEuclidean``), in [-1, 1], higher is better; ``None`` if
+        undefined.
     davies_bouldin
         Davies-Bouldin index (Euclidean), >= 0, lower is better; ``None`` if undefined.
     calinski_harabasz
@@ -393,125 +395,6 @@ def _translate(centres: Sequence[Sequence[float]], offset: Optional[Sequence[flo
     return [[v - o for v, o in zip(c, offset)] for c in centres]
 
 
-@dataclass(frozen=True)
-class _ClusterStats:
-    """One non-empty cluster as seen by one ``groupBy`` over the predictions."""
-
-    cluster: int
-    count: int
-    mean_distance: float
-    sum_squared_distance: float
-
-
-def _cluster_stats(
-    predictions: DataFrame,
-    centroids: Sequence[Sequence[float]],
-    features_col: str,
-    prediction_col: str,
-) -> List[_ClusterStats]:
-    """Per non-empty cluster: points, mean Euclidean and summed squared distance to its centroid.
-
-    One ``groupBy`` over ``predictions``; the centroids enter as a literal array of arrays, the
-    distances are computed with SQL higher-order functions (no Python UDF).
-    """
-    centres = F.array(*[F.array(*[F.lit(float(v)) for v in c]) for c in centroids])
-    point = vector_to_array(F.col(features_col))
-    centre = F.element_at(centres, F.col(prediction_col).cast("int") + 1)
-    squared = F.aggregate(
-        F.zip_with(point, centre, lambda a, b: (a - b) * (a - b)),
-        F.lit(0.0),
-        lambda acc, x: acc + x,
-    )
-    rows = (
-        predictions.select(F.col(prediction_col).cast("int").alias("cluster"), squared.alias("sq"))
-        .groupBy("cluster")
-        .agg(
-            F.count(F.lit(1)).alias("count"),
-            F.avg(F.sqrt("sq")).alias("mean_distance"),
-            F.sum("sq").alias("sse"),
-        )
-        .collect()
-    )
-    return sorted(
-        (
-            _ClusterStats(
-                int(r["cluster"]), int(r["count"]), float(r["mean_distance"]), float(r["sse"])
-            )
-            for r in rows
-        ),
-        key=lambda s: s.cluster,
-    )
-
-
-def _distance(a: Sequence[float], b: Sequence[float]) -> float:
-    """Euclidean distance of two points."""
-    return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)))
-
-
-def _finite(value: float) -> Optional[float]:
-    """``value`` or ``None`` if it is NaN or infinite."""
-    return value if math.isfinite(value) else None
-
-
-def _db_ch(
-    stats: Sequence[_ClusterStats], centroids: Sequence[Sequence[float]]
-) -> Tuple[Optional[float], Optional[float]]:
-    """Davies-Bouldin and Calinski-Harabasz from per-cluster statistics and the centroids."""
-    clusters = len(stats)
-    points = sum(s.count for s in stats)
-    if clusters < 2 or clusters >= points:
-        return None, None
-    centres = [list(centroids[s.cluster]) for s in stats]
-    worst: List[float] = []
-    for i, si in enumerate(stats):
-        ratios = []
-        for j, sj in enumerate(stats):
-            if i == j:
-                continue
-            separation = _distance(centres[i], centres[j])
-            # Coinciding centroids: scikit-learn counts the pair as 0 rather than infinity.
-            ratios.append((si.mean_distance + sj.mean_distance) / separation if separation else 0.0)
-        worst.append(max(ratios))
-    davies_bouldin = sum(worst) / clusters
-    dims = len(centres[0])
-    overall = [sum(s.count * c[d] for s, c in zip(stats, centres)) / points for d in range(dims)]
-    between = sum(s.count * _distance(c, overall) ** 2 for s, c in zip(stats, centres))
-    within = sum(s.sum_squared_distance for s in stats)
-    calinski_harabasz = (
-        None
-        if within <= 0
-        else _finite(between * (points - clusters) / (within * (clusters - 1)))
-    )
-    return _finite(davies_bouldin), calinski_harabasz
-
-
-def davies_bouldin_calinski_harabasz(
-    predictions: DataFrame,
-    centroids: Sequence[Sequence[float]],
-    features_col: str = FEATURES_COL,
-    prediction_col: str = _SWEEP_PREDICTION,
-) -> Tuple[Optional[float], Optional[float]]:
-    """Davies-Bouldin and Calinski-Harabasz indices of a clustering (Euclidean distances).
-
-    Parameters
-    ----------
-    predictions
-        One row per point with the vector ``features_col`` and the integer ``prediction_col``
-        indexing ``centroids``.
-    centroids
-        Cluster centres (normally the means of their points, as KMeans centres are once KMeans
-        has converged). Entries with no point are ignored.
-    features_col, prediction_col
-        Column names.
-
-    Returns
-    -------
-    tuple of (float or None, float or None)
-        ``(davies_bouldin, calinski_harabasz)``; ``None`` when undefined (see the module notes).
-    """
-    return _db_ch(_cluster_stats(predictions, centroids, features_col, prediction_col), centroids)
-
-
 def _check_ks(ks: Sequence[int]) -> List[int]:
     """The distinct ks in ascending order; each must be an integer >= 2."""
     values = list(ks)
@@ -607,136 +490,6 @@ def model_centres(model: Transformer) -> List[List[float]]:
     raise SegmentationError(f"not a clustering model: {type(model).__name__}")
 
 
-def _point_means(
-    predictions: DataFrame, dims: int, features_col: str, prediction_col: str
-) -> Dict[int, List[float]]:
-    """Mean of the points assigned to each non-empty cluster (one ``groupBy``, k rows back)."""
-    point = vector_to_array(F.col(features_col))
-    rows = (
-        predictions.select(F.col(prediction_col).cast("int").alias("cluster"), point.alias("p"))
-        .groupBy("cluster")
-        .agg(*[F.avg(F.element_at("p", d + 1)).alias(f"m{d}") for d in range(dims)])
-        .collect()
-    )
-    return {int(r["cluster"]): [float(r[f"m{d}"]) for d in range(dims)] for r in rows}
-
-
-def adjusted_rand_from_contingency(counts: Mapping[Tuple[Hashable, Hashable], int]) -> float:
-    """Adjusted Rand index of two partitions from their contingency table.
-
-    Parameters
-    ----------
-    counts
-        ``(label_a, label_b) -> n_ab``: how many points partition A puts in ``label_a`` and
-        partition B in ``label_b``. Missing pairs count 0; labels are any hashable values.
-
-    Returns
-    -------
-    float
-        ``(index - expected) / (max - expected)`` with ``index = sum C(n_ab, 2)``,
-        ``expected = sum_a C(a, 2) * sum_b C(b, 2) / C(n, 2)`` (``a``, ``b`` the row and column
-        sums) and ``max = (sum_a C(a, 2) + sum_b C(b, 2)) / 2`` (Hubert and Arabie, 1985; the
-        same value as scikit-learn's ``adjusted_rand_score``). 1 for identical partitions (up to
-        the numbering), about 0 for independent ones, negative for worse than chance. When the
-        denominator is 0 (fewer than two points, or both partitions all in one cluster, or both
-        all singletons) the partitions are identical and the result is 1.
-
-    Raises
-    ------
-    SegmentationError
-        If a count is negative.
-
-    Notes
-    -----
-    Computed in integers, ``2 (T index - A B) / ((A + B) T - 2 A B)`` with ``A``, ``B`` the
-    row and column sums of pairs and ``T = C(n, 2)``, and divided once at the end.
-    """
-    rows: Dict[Hashable, int] = {}
-    cols: Dict[Hashable, int] = {}
-    index = 0
-    for (a, b), n in counts.items():
-        n = int(n)
-        if n < 0:
-            raise SegmentationError(f"negative count {n} in a contingency table")
-        rows[a] = rows.get(a, 0) + n
-        cols[b] = cols.get(b, 0) + n
-        index += n * (n - 1) // 2
-    together_a = sum(n * (n - 1) // 2 for n in rows.values())
-    together_b = sum(n * (n - 1) // 2 for n in cols.values())
-    points = sum(rows.values())
-    total = points * (points - 1) // 2
-    denominator = (together_a + together_b) * total - 2 * together_a * together_b
-    if denominator == 0:
-        return 1.0
-    return 2 * (total * index - together_a * together_b) / denominator
-
-
-def pairwise_adjusted_rand(predictions: DataFrame, prediction_cols: Sequence[str]) -> List[float]:
-    """Adjusted Rand index of every pair of label columns of one frame, in one Spark job.
-
-    Parameters
-    ----------
-    predictions
-        One row per point with the label columns (e.g. several models' predictions of the same
-        points, side by side).
-    prediction_cols
-        The label columns (at least two); a null label counts as a label of its own.
-
-    Returns
-    -------
-    list of float
-        One index per pair ``(i, j)``, ``i < j``, in ``itertools.combinations`` order.
-
-    Notes
-    -----
-    Each row is exploded into one ``(pair, a, b)`` per pair and counted with one
-    ``groupBy(pair, a, b).count()``: the contingency tables of all pairs, at most
-    ``pairs * labels_a * labels_b`` rows, are the only thing collected; the indices are then
-    computed by :func:`adjusted_rand_from_contingency`.
-    """
-    cols = list(prediction_cols)
-    if len(cols) < 2:
-        raise SegmentationError("the adjusted Rand index needs two label columns")
-    pairs = list(itertools.combinations(cols, 2))
-    exploded = predictions.select(
-        F.explode(
-            F.array(
-                *[
-                    F.struct(
-                        F.lit(p).alias("pair"),
-                        F.col(_quote(a)).alias("a"),
-                        F.col(_quote(b)).alias("b"),
-                    )
-                    for p, (a, b) in enumerate(pairs)
-                ]
-            )
-        ).alias("cell")
-    ).select("cell.pair", "cell.a", "cell.b")
-    tables: List[Dict[Tuple[Hashable, Hashable], int]] = [{} for _ in pairs]
-    for row in exploded.groupBy("pair", "a", "b").count().collect():
-        tables[int(row["pair"])][(row["a"], row["b"])] = int(row["count"])
-    return [adjusted_rand_from_contingency(table) for table in tables]
-
-
-def adjusted_rand_index(predictions: DataFrame, col_a: str, col_b: str) -> float:
-    """Adjusted Rand index between two label columns of ``predictions`` (computed in Spark).
-
-    Parameters
-    ----------
-    predictions
-        One row per point.
-    col_a, col_b
-        The two labellings to compare.
-
-    Returns
-    -------
-    float
-        See :func:`adjusted_rand_from_contingency`; the contingency table is one
-        ``groupBy().count()``.
-    """
-    return pairwise_adjusted_rand(predictions, [col_a, col_b])[0]
-
-
 def _stability_sample(scaled: DataFrame, points: int, size: int, seed: int) -> DataFrame:
     """At most ``size`` rows of ``scaled`` picked by a seeded random key (all when fewer).
 
@@ -771,8 +524,8 @@ def _stability(
             "k=%d: stability fit %d/%d (seed %d) in %.1f s",
             k, i + 1, seeds, seed + i, time.perf_counter() - started,
         )
-    indices = pairwise_adjusted_rand(scored, cols)
-    return _finite(sum(indices) / len(indices))
+    indices = metrics.pairwise_adjusted_rand(scored, cols)
+    return metrics.finite(sum(indices) / len(indices))
 
 
 def _evaluate_k(
@@ -784,35 +537,21 @@ def _evaluate_k(
     algorithm: str = "kmeans",
     stability_sample: Optional[DataFrame] = None,
     stability_seeds: int = 0,
-) -> KResult:
-    """Fit ``algorithm`` for one k on the cached ``scaled`` frame and measure it."""
+) -> Tuple[KResult, ClusteringModel]:
+    """Fit ``algorithm`` for one k on the cached ``scaled`` frame, measure it; return the model."""
     started = time.perf_counter()
     model = _fit(algorithm, scaled, k, seed, max_iter, _SWEEP_PREDICTION)
     centroids = model_centres(model)
-    predictions = model.transform(scaled)
-    if algorithm == "gmm":  # metrics against the mean of each gaussian's assigned points
-        means = _point_means(predictions, len(centroids[0]), FEATURES_COL, _SWEEP_PREDICTION)
-        centroids = [means.get(i, c) for i, c in enumerate(centroids)]
-    stats = _cluster_stats(predictions, centroids, FEATURES_COL, _SWEEP_PREDICTION)
-    wssse = sum(s.sum_squared_distance for s in stats)
-    sizes = {s.cluster: s.count for s in stats}
-    cluster_sizes = sorted((sizes.get(i, 0) for i in range(len(centroids))), reverse=True)
-    non_empty = len(stats)
-    davies_bouldin, calinski_harabasz = _db_ch(stats, centroids)
-    silhouette: Optional[float] = None
-    if 2 <= non_empty < points:
-        evaluator = ClusteringEvaluator(
-            featuresCol=FEATURES_COL,
-            predictionCol=_SWEEP_PREDICTION,
-            metricName="silhouette",
-            distanceMeasure="squaredEuclidean",
-        )
-        silhouette = _finite(float(evaluator.evaluate(predictions)))
+    # For a mixture, distances are measured to the mean of each gaussian's assigned points.
+    measured = metrics.clustering_metrics(
+        model.transform(scaled), centroids, FEATURES_COL, _SWEEP_PREDICTION,
+        centre_on_means=algorithm == "gmm",
+    )
     fitted = time.perf_counter()
-    if non_empty < k:
+    if measured.non_empty_clusters < k:
         log.warning(
             "k=%d: only %d non-empty cluster(s) (%d centre(s) for %d points)",
-            k, non_empty, len(centroids), points,
+            k, measured.non_empty_clusters, len(centroids), points,
         )
     stability: Optional[float] = None
     if stability_sample is not None and stability_seeds >= 2:
@@ -821,21 +560,22 @@ def _evaluate_k(
     log.info(
         "k=%d (%s): wssse=%s, silhouette=%s (squared Euclidean), davies_bouldin=%s, "
         "calinski_harabasz=%s, stability=%s, sizes=%s, %.1f s (stability %.1f s)",
-        k, algorithm, _fmt(wssse), _fmt(silhouette), _fmt(davies_bouldin),
-        _fmt(calinski_harabasz), _fmt(stability), cluster_sizes, seconds,
-        time.perf_counter() - fitted,
+        k, algorithm, _fmt(measured.wssse), _fmt(measured.silhouette),
+        _fmt(measured.davies_bouldin), _fmt(measured.calinski_harabasz), _fmt(stability),
+        measured.cluster_sizes, seconds, time.perf_counter() - fitted,
     )
-    return KResult(
+    result = KResult(
         k=k,
-        wssse=wssse,
-        silhouette=silhouette,
-        davies_bouldin=davies_bouldin,
-        calinski_harabasz=calinski_harabasz,
-        cluster_sizes=cluster_sizes,
-        non_empty_clusters=non_empty,
+        wssse=measured.wssse,
+        silhouette=measured.silhouette,
+        davies_bouldin=measured.davies_bouldin,
+        calinski_harabasz=measured.calinski_harabasz,
+        cluster_sizes=measured.cluster_sizes,
+        non_empty_clusters=measured.non_empty_clusters,
         seconds=seconds,
         stability=stability,
     )
+    return result, model
 
 
 def _check_stability(stability_seeds: int, stability_sample: int) -> None:
@@ -852,7 +592,40 @@ def _check_stability(stability_seeds: int, stability_sample: int) -> None:
         raise SegmentationError(f"stability_sample must be at least 2, got {stability_sample!r}")
 
 
-def sweep_k(
+#: k values fitted at once by default (threads submitting Spark jobs concurrently).
+DEFAULT_SWEEP_PARALLELISM = 4
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What :func:`sweep` measured and fitted.
+
+    Attributes
+    ----------
+    results
+        One :class:`KResult` per distinct k, ascending.
+    scaler
+        The fitted feature transform (:func:`feature_pipeline`) the models were fitted after.
+    models
+        k -> the model fitted for it; on everyone unless ``sampled``.
+    sampled
+        Whether the sweep ran on a sample (``sample_fraction`` < 1): its models and scaler then
+        describe the sample only and :func:`fit_segments` refits on everyone.
+    """
+
+    results: List[KResult]
+    scaler: PipelineModel
+    models: Dict[int, ClusteringModel]
+    sampled: bool
+
+    def fitted(self, k: int) -> Optional[Tuple[PipelineModel, ClusteringModel]]:
+        """The scaler and model of ``k`` when they were fitted on everyone, else ``None``."""
+        if self.sampled or k not in self.models:
+            return None
+        return self.scaler, self.models[k]
+
+
+def sweep(
     features: DataFrame,
     feature_cols: Sequence[str],
     ks: Sequence[int],
@@ -863,13 +636,18 @@ def sweep_k(
     algorithm: str = "kmeans",
     stability_seeds: int = 0,
     stability_sample: int = DEFAULT_STABILITY_SAMPLE,
-) -> List[KResult]:
+    parallelism: Optional[int] = None,
+) -> Sweep:
     """Fit ``algorithm`` for each k and measure the clusterings, to choose k.
 
     The (optionally sampled) feature columns are selected, the transform is fitted on them once
-    and the scaled vectors are cached once; every k reuses them. The caches are released before
-    returning, also on error. For ``bisecting-kmeans`` the scaler does not centre (MLlib's
-    bisection cannot split a cluster centred on the origin); the metrics do not depend on it.
+    and the scaled vectors are cached once; every k reuses them. Several k are fitted at once,
+    from a thread pool (Spark runs the jobs of several threads concurrently, as
+    ``CrossValidator(parallelism=...)`` does): on small data a fit is a chain of short Spark jobs
+    whose cost is mostly scheduling, which concurrent fits overlap. The caches are released
+    before returning, also on error. For ``bisecting-kmeans`` the scaler does not centre
+    (MLlib's bisection cannot split a cluster centred on the origin); the metrics do not depend
+    on it.
 
     Parameters
     ----------
@@ -898,10 +676,15 @@ def sweep_k(
         At most this many customers (of the swept ones) for the stability fits: a seeded random
         sample drawn once and cached for the whole sweep.
 
+    parallelism
+        At most this many k fitted at once (default :data:`DEFAULT_SWEEP_PARALLELISM`, never more
+        than the number of k). Results do not depend on it: each fit is seeded and reads the same
+        cached vectors.
+
     Returns
     -------
-    list of KResult
-        One per distinct k, ascending.
+    Sweep
+        The results (one per distinct k, ascending), the fitted scaler and the model per k.
 
     Raises
     ------
@@ -916,7 +699,8 @@ def sweep_k(
     -----
     Passes over the input: one to check it is not empty, one to fit the transform, one to cache
     the scaled vectors; everything after that reads the cache (plus, with stability, one pass
-    to draw and cache its sample). See the module notes for the cost per k.
+    to draw and cache its sample). Per k: the fit, then two passes for the metrics
+    (:func:`segmentation.segments.metrics.clustering_metrics`).
     """
     cols = _check_names(feature_cols)
     _check_transform(transform)
@@ -926,11 +710,16 @@ def sweep_k(
         raise SegmentationError(f"sample_fraction must be in (0, 1], got {sample_fraction}")
     if max_iter < 1:
         raise SegmentationError(f"max_iter must be >= 1, got {max_iter}")
+    if parallelism is not None and (
+        isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1
+    ):
+        raise SegmentationError(f"parallelism must be an integer >= 1, got {parallelism!r}")
     _check_stability(stability_seeds, stability_sample)
     _check_columns(features, cols)
 
     data = features.select(*[F.col(_quote(c)) for c in cols])
-    if sample_fraction is not None and sample_fraction < 1:
+    sampled = sample_fraction is not None and sample_fraction < 1
+    if sample_fraction is not None and sampled:
         data = data.sample(withReplacement=False, fraction=sample_fraction, seed=seed)
     started = time.perf_counter()
     if data.isEmpty():  # the scaler cannot be fitted on nothing
@@ -945,10 +734,11 @@ def sweep_k(
     sample: Optional[DataFrame] = None
     try:
         points = scaled.count()
+        workers = min(len(k_values), parallelism or DEFAULT_SWEEP_PARALLELISM)
         log.info(
-            "sweep: %s on %d customers, features %s, transform %s, ks %s (%.1f s to scale and "
-            "cache)",
-            algorithm, points, ", ".join(cols), transform, k_values,
+            "sweep: %s on %d customers, features %s, transform %s, ks %s, %d at once "
+            "(%.1f s to scale and cache)",
+            algorithm, points, ", ".join(cols), transform, k_values, workers,
             time.perf_counter() - started,
         )
         if stability_seeds:
@@ -959,14 +749,49 @@ def sweep_k(
                 "stability: %d seeds per k on %d customers",
                 stability_seeds, sample.count() if sample is not scaled else points,
             )
-        return [
-            _evaluate_k(scaled, points, k, seed, max_iter, algorithm, sample, stability_seeds)
-            for k in k_values
-        ]
+
+        def evaluate(k: int) -> Tuple[KResult, ClusteringModel]:
+            return _evaluate_k(
+                scaled, points, k, seed, max_iter, algorithm, sample, stability_seeds
+            )
+
+        if workers == 1:
+            evaluated = [evaluate(k) for k in k_values]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep") as pool:
+                evaluated = list(pool.map(evaluate, k_values))
+        return Sweep(
+            results=[result for result, _ in evaluated],
+            scaler=scaler,
+            models={result.k: model for result, model in evaluated},
+            sampled=sampled,
+        )
     finally:
         if sample is not None and sample is not scaled:
             sample.unpersist()
         scaled.unpersist()
+
+
+def sweep_k(
+    features: DataFrame,
+    feature_cols: Sequence[str],
+    ks: Sequence[int],
+    transform: str = "log-standard",
+    seed: int = 42,
+    sample_fraction: Optional[float] = None,
+    max_iter: int = 20,
+    algorithm: str = "kmeans",
+    stability_seeds: int = 0,
+    stability_sample: int = DEFAULT_STABILITY_SAMPLE,
+    parallelism: Optional[int] = None,
+) -> List[KResult]:
+    """The results of :func:`sweep` (same parameters): one :class:`KResult` per k, ascending."""
+    return sweep(
+        features, feature_cols, ks, transform=transform, seed=seed,
+        sample_fraction=sample_fraction, max_iter=max_iter, algorithm=algorithm,
+        stability_seeds=stability_seeds, stability_sample=stability_sample,
+        parallelism=parallelism,
+    ).results
 
 
 def _best_silhouette(results: Sequence[KResult]) -> int:
@@ -1370,6 +1195,7 @@ def fit_segments(
     max_iter: int = 20,
     recency_col: str = "recency_days",
     algorithm: str = "kmeans",
+    fitted: Optional[Tuple[PipelineModel, ClusteringModel]] = None,
 ) -> SegmentationModel:
     """Fit the final segmentation on all rows, rank the clusters by value and name them.
 
@@ -1397,6 +1223,10 @@ def fit_segments(
     algorithm
         One of :data:`ALGORITHMS`; the clusters are ranked and named from its centres (the
         gaussians' means for ``gmm``).
+    fitted
+        The feature transform and the model of ``algorithm`` for ``k`` already fitted on all of
+        ``features`` with these options (:meth:`Sweep.fitted`): they are used instead of fitting
+        again.
 
     Returns
     -------
@@ -1420,15 +1250,25 @@ def fit_segments(
     weights = _check_weights(value_weights, cols, recency_col)
     _check_assignable(features, cols)
     started = time.perf_counter()
-    if features.isEmpty():
-        raise EmptyResultError("no customers to cluster")
-    stages: List[PipelineStage] = [
-        SQLTransformer(statement=_pack_statement(cols)),
-        *feature_pipeline(cols, transform, centre=_centres_data(algorithm)),
-        _estimator(algorithm, k, seed, max_iter, _PREDICTION),
-    ]
-    fitted = Pipeline(stages=stages).fit(features)
-    raw = _translate(model_centres(fitted.stages[-1]), _scaler_offset(fitted.stages))
+    pack = SQLTransformer(statement=_pack_statement(cols))
+    if fitted is not None:
+        scaler, clustering_model = fitted
+        if _algorithm_of(clustering_model) != algorithm:
+            raise SegmentationError(
+                f"the fitted model is not {algorithm}: {type(clustering_model).__name__}"
+            )
+        clustering_model.setPredictionCol(_PREDICTION)
+        pipeline = PipelineModel(stages=[pack, *scaler.stages, clustering_model])
+    else:
+        if features.isEmpty():
+            raise EmptyResultError("no customers to cluster")
+        stages: List[PipelineStage] = [
+            pack,
+            *feature_pipeline(cols, transform, centre=_centres_data(algorithm)),
+            _estimator(algorithm, k, seed, max_iter, _PREDICTION),
+        ]
+        pipeline = Pipeline(stages=stages).fit(features)
+    raw = _translate(model_centres(pipeline.stages[-1]), _scaler_offset(pipeline.stages))
     if len(raw) < k:
         log.warning("%s returned %d centres for k=%d (few distinct customers)", algorithm,
                     len(raw), k)
@@ -1443,13 +1283,14 @@ def fit_segments(
         statement=_final_statement(rank_of_raw, [labels[r] for r in rank_of_raw])
     )
     log.info(
-        "fitted %s k=%d on %s (%s) in %.1f s: %s",
-        algorithm, k, ", ".join(cols), transform, time.perf_counter() - started,
+        "%s %s k=%d on %s (%s) in %.1f s: %s",
+        "reused the sweep's" if fitted is not None else "fitted", algorithm, k, ", ".join(cols),
+        transform, time.perf_counter() - started,
         "; ".join(f"{rank} {label} (score {scores[j]:.2f})"
                   for rank, (j, label) in enumerate(zip(order, labels))),
     )
     return SegmentationModel(
-        pipeline=PipelineModel(stages=[*fitted.stages, mapping]),
+        pipeline=PipelineModel(stages=[*pipeline.stages, mapping]),
         centroids=[raw[j] for j in order],
         labels=labels,
         feature_cols=tuple(cols),

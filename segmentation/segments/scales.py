@@ -9,6 +9,7 @@ columns added, in order: the score columns of the feature set (``r_score, f_scor
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
@@ -89,10 +90,14 @@ class Scales:
 def fit_scales(features: DataFrame, feature_set: FeatureSet, seed: int = 42) -> Scales:
     """Fit the score cut points and the value tiers of ``feature_set`` on ``features``.
 
-    ``features`` is read once for the cut points and once per metric for the tiers: cache it.
+    ``features`` is read once for the cut points and once per metric for the tiers, all at once
+    (concurrent Spark jobs from threads): cache it.
     """
     specs = scores.score_specs(feature_set.scores, feature_set.value_weights)
-    cut_points = scores.score_cut_points(features, specs)
     metrics = [(spec.feature, spec.higher_is_better) for spec in specs]
-    value_tiers = tiers.fit_value_tiers(features, metrics, seed=seed)
-    return Scales(specs=specs, cut_points=cut_points, value_tiers=value_tiers)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scales") as pool:
+        cut_points = pool.submit(scores.score_cut_points, features, specs)
+        value_tiers = pool.submit(tiers.fit_value_tiers, features, metrics, seed=seed)
+        return Scales(
+            specs=specs, cut_points=cut_points.result(), value_tiers=value_tiers.result()
+        )

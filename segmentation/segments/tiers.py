@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
@@ -237,7 +238,7 @@ def fit_value_tiers(
     ----------
     features
         One row per customer with the metrics' numeric columns (cache it: it is read once per
-        metric, plus once to count values).
+        metric, the metrics at once, plus once to count values).
     metrics
         ``(feature, higher_is_better)`` pairs, e.g. :data:`RFM_METRICS` or :data:`RFE_METRICS`.
     k
@@ -278,8 +279,11 @@ def fit_value_tiers(
 
     boundaries: Dict[str, Tuple[float, ...]] = {}
     centroids: Dict[str, Tuple[float, ...]] = {}
-    for feature in names:
-        centres = _fit_centres(features, feature, k, seed, max_iter)
+    # The 1-D fits are independent: run them at once (short Spark jobs overlap; seeded, so the
+    # centres do not depend on it).
+    with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="tiers") as pool:
+        fitted = list(pool.map(lambda f: _fit_centres(features, f, k, seed, max_iter), names))
+    for feature, centres in zip(names, fitted):
         mids = [(a + b) / 2.0 for a, b in zip(centres, centres[1:])]
         boundaries[feature] = tuple(math.expm1(m) for m in mids)
         centroids[feature] = tuple(math.expm1(c) for c in centres)
