@@ -20,6 +20,10 @@ echo "setup: installing segmentation${extras} into .venv (pyspark 3.5.6 is ~320 
 # S3 outside EMR: hadoop-aws and the AWS SDK bundle it was built against, taken from PyPI's
 # sagemaker-pyspark 1.4.5 source distribution (PyPI is reachable where Maven Central may not be).
 # Pinned by hash; extracted into .jars/ (git-ignored), where segmentation/session.py finds them.
+# 3.3.1, not Spark 3.5.6's Hadoop 3.3.4: no registry these machines reach (PyPI, npm, Debian)
+# carries hadoop-aws 3.3.4 / aws-java-sdk-bundle 1.12.262 (checked 2026-11-23, see README "S3");
+# the pair is tested for every S3A operation the jobs use (tests/test_s3.py). The docker image
+# and `--packages org.apache.hadoop:hadoop-aws:3.3.4` (with internet) use the matching 3.3.4.
 jars_dir=${SEGMENTATION_JARS_DIR:-.jars}
 if [ ! -f "$jars_dir/hadoop-aws-3.3.1.jar" ] || [ ! -f "$jars_dir/aws-java-sdk-bundle-1.11.901.jar" ]; then
   echo "setup: fetching the S3 jars into $jars_dir (a 182 MB download, once)" >&2

@@ -454,7 +454,15 @@ def _add_emr_parser(commands: Any) -> None:
     submit_parser.add_argument(
         "--action-on-failure", choices=ACTIONS_ON_FAILURE,
         help="default: TERMINATE_CLUSTER on a new cluster; on a running one CONTINUE for one "
-        "step, CANCEL_AND_WAIT for several (later steps are cancelled)",
+        "step, CANCEL_AND_WAIT for several (later steps are cancelled); on a running cluster "
+        "with StepConcurrencyLevel > 1 only CONTINUE is allowed, and several steps are then "
+        "submitted one after another, each once the previous one completed",
+    )
+    submit_parser.add_argument(
+        "--max-minutes", type=positive_int, metavar="N",
+        help="new cluster: terminate it N minutes after it was started, whatever runs; while "
+        "waiting, submit calls TerminateJobFlows, and a guard on the primary node (started by "
+        "the bootstrap action) does it even when submit is gone",
     )
     submit_parser.add_argument(
         "--no-wait", action="store_true", help="return once submitted (follow with status)"

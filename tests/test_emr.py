@@ -196,10 +196,13 @@ def test_transient_cluster_request_matches_emr_definitions(
         expected = {k: v for k, v in expected.items()
                     if k not in ("TargetSpotCapacity", "TargetOnDemandCapacity")}
         assert sent == expected
+    # Without --max-minutes the bootstrap action gets no argument (no guard); without
+    # --set IDLE_TIMEOUT_SECONDS there is no auto-termination policy.
     assert request["BootstrapActions"] == [{
         "Name": "python runtime dependencies",
-        "ScriptBootstrapAction": {"Path": f"{prefix}bootstrap.sh", "Args": []},
+        "ScriptBootstrapAction": {"Path": f"{prefix}bootstrap.sh"},
     }]
+    assert "AutoTerminationPolicy" not in request
     assert len(request["Steps"]) == 1
     assert_step_matches_definition(request["Steps"][0], RUN_JOB, prefix, "TERMINATE_CLUSTER")
 
@@ -335,8 +338,9 @@ def test_steps_added_to_a_running_cluster(
     status = main([*SUBMIT, "--cluster-id", cluster_id, "--no-wait", "--", *CHAIN])
     out = capsys.readouterr().out
     assert status == 0
-    assert [name for name, _ in aws] == ["AddJobFlowSteps"]
-    request = aws[0][1]
+    # The cluster is described first (state, StepConcurrencyLevel), then the steps are added.
+    assert [name for name, _ in aws] == ["DescribeCluster", "AddJobFlowSteps"]
+    request = aws[1][1]
     assert request["JobFlowId"] == cluster_id
     prefix = request["Steps"][0]["HadoopJarStep"]["Args"][8].rsplit("segmentation.zip", 1)[0]
     for step, job in zip(request["Steps"], emr.split_jobs(CHAIN)):
@@ -430,6 +434,379 @@ def test_cluster_that_ends_before_its_steps_exits_3(
     assert out[-1].startswith(f"cluster {cluster_id} ended (TERMINATED_WITH_ERRORS) before")
 
 
+# ------------------------------------------------------------------ step concurrency
+
+
+def concurrent_cluster(level: int = 3) -> str:
+    """A running cluster with StepConcurrencyLevel ``level`` (moto keeps what ModifyCluster
+    sets)."""
+    cluster_id = new_cluster()
+    boto3.client("emr", region_name=REGION).modify_cluster(
+        ClusterId=cluster_id, StepConcurrencyLevel=level)
+    return cluster_id
+
+
+def record_states_at_add(monkeypatch: pytest.MonkeyPatch) -> List[Dict[str, str]]:
+    """The states of the cluster's steps each time AddJobFlowSteps is about to be sent."""
+    seen: List[Dict[str, str]] = []
+    real_session = emr.aws_session
+
+    def before_add(params: Dict[str, Any], **_: Any) -> None:
+        steps = steps_of(params["JobFlowId"])
+        seen.append({step.name: step.state for step in steps})
+
+    def session(region: Any = None, profile: Any = None) -> Any:
+        made = real_session(region, profile)
+        made.events.register("provide-client-params.emr.AddJobFlowSteps", before_add)
+        return made
+
+    monkeypatch.setattr(emr, "aws_session", session)
+    return seen
+
+
+def test_concurrent_cluster_gets_continue_steps_one_after_another(
+    aws: Calls, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """StepConcurrencyLevel 3: EMR rejects CANCEL_AND_WAIT (moto does not, so the test checks
+    that it is never sent), and chained steps would overlap: each step is added alone, with
+    CONTINUE, once the previous one completed."""
+    cluster_id = concurrent_cluster()
+    finish_steps(monkeypatch)
+    seen = record_states_at_add(monkeypatch)
+    assert main([*SUBMIT, "--cluster-id", cluster_id, "--", *CHAIN]) == 0
+    adds = [request for name, request in aws if name == "AddJobFlowSteps"]
+    assert aws[0][0] == "DescribeCluster"
+    assert [len(request["Steps"]) for request in adds] == [1, 1, 1]
+    assert {request["Steps"][0]["ActionOnFailure"] for request in adds} == {"CONTINUE"}
+    assert [request["Steps"][0]["Name"] for request in adds] == [
+        "segmentation ingest", "segmentation features", "segmentation cluster"]
+    # Each step was added only after every earlier one had completed.
+    assert seen == [
+        {},
+        {"segmentation ingest": "COMPLETED"},
+        {"segmentation ingest": "COMPLETED", "segmentation features": "COMPLETED"},
+    ]
+    prefix = adds[0]["Steps"][0]["HadoopJarStep"]["Args"][8].rsplit("segmentation.zip", 1)[0]
+    for request, job in zip(adds, emr.split_jobs(CHAIN)):
+        assert_step_matches_definition(request["Steps"][0], job, prefix, "CONTINUE")
+    ids = [step.id for step in sorted(steps_of(cluster_id), key=lambda s: s.creation_date_time)]
+    logs = f"s3://{BUCKET}/shared-logs/{cluster_id}/steps"
+    assert capsys.readouterr().out.splitlines() == [
+        f"step {ids[0]} (segmentation ingest) submitted",
+        f"step {ids[0]} (segmentation ingest): COMPLETED, logs {logs}/{ids[0]}/",
+        f"step {ids[1]} (segmentation features) submitted",
+        f"step {ids[1]} (segmentation features): COMPLETED, logs {logs}/{ids[1]}/",
+        f"step {ids[2]} (segmentation cluster) submitted",
+        f"step {ids[2]} (segmentation cluster): COMPLETED, logs {logs}/{ids[2]}/",
+    ]
+
+
+def test_concurrent_cluster_stops_submitting_after_a_failed_step(
+    aws: Calls, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster_id = concurrent_cluster()
+    finish_steps(monkeypatch, final="FAILED")
+    assert main([*SUBMIT, "--cluster-id", cluster_id, "--", *CHAIN]) == emr.EXIT_STEP_FAILED
+    (step,) = steps_of(cluster_id)
+    assert step.state == "FAILED"
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"step {step.id} (segmentation ingest) submitted"
+    assert out[1].startswith(f"step {step.id} (segmentation ingest): FAILED, logs ")
+    assert out[-1] == ("not submitted, as step 1 did not complete: segmentation features, "
+                       "segmentation cluster")
+    assert [name for name, _ in aws].count("AddJobFlowSteps") == 1
+
+
+def test_concurrent_cluster_with_one_step_and_no_wait(
+    aws: Calls, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster_id = concurrent_cluster(level=2)
+    assert main([*SUBMIT, "--cluster-id", cluster_id, "--no-wait", "--", *RUN_JOB]) == 0
+    (request,) = [request for name, request in aws if name == "AddJobFlowSteps"]
+    assert request["Steps"][0]["ActionOnFailure"] == "CONTINUE"
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"follow with: segmentation emr status --cluster-id {cluster_id} --wait")
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--action-on-failure", "CANCEL_AND_WAIT"],
+     "--action-on-failure CANCEL_AND_WAIT: cluster {c} runs up to 3 steps at once "
+     "(StepConcurrencyLevel), and EMR accepts only CONTINUE there; leave the flag out (submit "
+     "then runs the steps one after another), or use a cluster with StepConcurrencyLevel 1"),
+    (["--action-on-failure", "TERMINATE_CLUSTER"],
+     "--action-on-failure TERMINATE_CLUSTER: cluster {c} runs up to 3 steps at once "
+     "(StepConcurrencyLevel), and EMR accepts only CONTINUE there; leave the flag out (submit "
+     "then runs the steps one after another), or use a cluster with StepConcurrencyLevel 1"),
+    (["--no-wait"],
+     "cluster {c} runs up to 3 steps at once (StepConcurrencyLevel), so chained steps are "
+     "submitted one after another, each once the previous one completed: that needs the wait; "
+     "drop --no-wait, or submit one step at a time"),
+])
+def test_concurrent_cluster_refusals_are_one_line_before_any_upload(
+    extra: List[str], message: str, aws: Calls, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster_id = concurrent_cluster()
+    assert main([*SUBMIT, "--cluster-id", cluster_id, *extra, "--", *CHAIN]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert errors == [f"error: {message.format(c=cluster_id)}"]
+    assert [name for name, _ in aws] == ["DescribeCluster"]
+    assert "Contents" not in boto3.client("s3", region_name=REGION).list_objects_v2(
+        Bucket=BUCKET)  # nothing uploaded
+
+
+def test_steps_are_not_added_to_a_terminated_cluster(
+    aws: Calls, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster_id = new_cluster()
+    boto3.client("emr", region_name=REGION).terminate_job_flows(JobFlowIds=[cluster_id])
+    aws.clear()
+    assert main([*SUBMIT, "--cluster-id", cluster_id, "--", *RUN_JOB]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert errors == [f"error: cluster {cluster_id} is TERMINATED: steps cannot be added; start "
+                      "a new cluster (leave out --cluster-id, pass --log-uri)"]
+    assert [name for name, _ in aws] == ["DescribeCluster"]
+
+
+# ------------------------------------------------------------------ the steps of a new cluster
+
+
+def list_steps_lags(monkeypatch: pytest.MonkeyPatch, shown: List[int]) -> List[int]:
+    """ListSteps shows only ``shown[i]`` (oldest) steps on its i-th call, then all of them,
+    as EMR can right after RunJobFlow (moto lists them at once); returns the counts seen."""
+    counts: List[int] = []
+    real_session = emr.aws_session
+
+    def lag(parsed: Dict[str, Any], **_: Any) -> None:
+        if len(counts) < len(shown):
+            keep = shown[len(counts)]
+            parsed["Steps"] = parsed["Steps"][len(parsed["Steps"]) - keep:] if keep else []
+        counts.append(len(parsed["Steps"]))
+
+    def session(region: Any = None, profile: Any = None) -> Any:
+        made = real_session(region, profile)
+        made.events.register("after-call.emr.ListSteps", lag)
+        return made
+
+    monkeypatch.setattr(emr, "aws_session", session)
+    return counts
+
+
+def test_wait_follows_every_step_even_when_list_steps_lags(
+    aws: Calls, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    finish_steps(monkeypatch)
+    counts = list_steps_lags(monkeypatch, [0, 0, 1])
+    assert main([*SUBMIT, "--log-uri", LOG_URI, "--", *CHAIN]) == 0
+    assert counts == [0, 0, 1, 3]
+    (cluster,) = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters.values()
+    steps = sorted(cluster.steps, key=lambda s: s.creation_date_time)
+    assert [step.state for step in steps] == ["COMPLETED"] * 3
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:4] == [f"step {step.id} ({step.name}) submitted" for step in steps]
+    assert [line.split(": ")[1].split(",")[0] for line in out[4:]] == ["COMPLETED"] * 3
+    # Every step was followed to its end: DescribeStep was asked about each of them.
+    described = {request["StepId"] for name, request in aws if name == "DescribeStep"}
+    assert described == {step.id for step in steps}
+
+
+def test_steps_never_listed_is_an_error_not_a_success(
+    aws: Calls, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(emr, "_sleep", lambda _: None)
+    list_steps_lags(monkeypatch, [0] * emr.LIST_STEPS_ATTEMPTS)
+    assert main([*SUBMIT, "--log-uri", LOG_URI, "--", *RUN_JOB]) == 2
+    (cluster_id,) = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert errors == [
+        f"error: cluster {cluster_id} was started, but lists 0 of its 1 steps after "
+        f"{emr.LIST_STEPS_ATTEMPTS} ListSteps calls; follow it with: segmentation emr status "
+        f"--cluster-id {cluster_id} --wait"
+    ]
+    with pytest.raises(emr.EmrError, match="no step of cluster j-1 to wait for"):
+        emr.wait_for_steps(None, "j-1", [])
+
+
+# ------------------------------------------------------------------ termination guards
+
+
+def test_max_minutes_reaches_the_bootstrap_action_and_the_wait_terminates(
+    aws: Calls, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = [1000.0]
+
+    def tick(_: float) -> None:  # the steps never end; each poll is ten minutes later
+        clock[0] += 600
+
+    monkeypatch.setattr(emr, "_sleep", tick)
+    monkeypatch.setattr(emr, "_now", lambda: clock[0])
+    status = main([*SUBMIT, "--log-uri", LOG_URI, "--max-minutes", "30", "--", *RUN_JOB])
+    assert status == emr.EXIT_STEP_FAILED
+    request = aws[0][1]
+    prefix = code_prefix_of(request)
+    assert request["BootstrapActions"] == [{
+        "Name": "python runtime dependencies",
+        "ScriptBootstrapAction": {"Path": f"{prefix}bootstrap.sh", "Args": ["30"]},
+    }]
+    terminations = [params for name, params in aws if name == "TerminateJobFlows"]
+    (cluster_id,) = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters
+    assert terminations == [{"JobFlowIds": [cluster_id]}]
+    assert clock[0] - 1000.0 == 1800  # terminated at the first poll past 30 minutes
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"started cluster {cluster_id} (terminates after its steps, or after 30 " \
+        "minutes)"
+    assert f"cluster {cluster_id} ran past --max-minutes 30: terminating it" in out
+    assert out[-1].startswith(f"cluster {cluster_id} ended (TERMINATED) before its steps")
+
+
+def test_without_max_minutes_the_wait_never_terminates(
+    aws: Calls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [0.0]
+    polls = []
+
+    def tick(_: float) -> None:
+        clock[0] += 6000
+        polls.append(clock[0])
+        if len(polls) == 5:
+            finish_steps(monkeypatch)
+            emr._sleep(0)
+
+    monkeypatch.setattr(emr, "_sleep", tick)
+    monkeypatch.setattr(emr, "_now", lambda: clock[0])
+    assert main([*SUBMIT, "--log-uri", LOG_URI, "--", *RUN_JOB]) == 0
+    assert "TerminateJobFlows" not in [name for name, _ in aws]
+
+
+def guard_fragment(tmp_path: Path) -> str:
+    """emr/bootstrap.sh's max runtime guard, with its log file under ``tmp_path``."""
+    script = (EMR_DIR / "bootstrap.sh").read_text()
+    start = script.index("# --- max runtime guard")
+    end = script.index("# --- end of the max runtime guard ---")
+    return script[start:end].replace("/tmp/segmentation-max-runtime.log",
+                                     str(tmp_path / "guard.log"))
+
+
+def run_guard(tmp_path: Path, minutes: str, primary: bool = True,
+              aws_exit: int = 0) -> Tuple[subprocess.CompletedProcess[str], Dict[str, str]]:
+    """Run the guard with stand-ins for EMR's files and the commands it calls; returns the
+    process and what each stand-in was called with."""
+    info = tmp_path / "info"
+    bin_dir = tmp_path / "bin"
+    calls = tmp_path / "calls"
+    for folder in (info, bin_dir, calls):
+        folder.mkdir(exist_ok=True)
+    (info / "instance.json").write_text(json.dumps({"isMaster": primary, "isRunningNameNode":
+                                                    primary}, indent=2))
+    (info / "job-flow.json").write_text(json.dumps({"jobFlowId": "j-GUARDED",
+                                                    "jobFlowCreationInstant": 1}, indent=2))
+    stubs = {
+        "curl": 'case "$*" in *api/token*) echo TOKEN ;; *placement/region*) echo eu-west-1 ;; '
+                "esac",
+        "sleep": f'echo "$*" > {calls}/sleep',
+        "aws": f'echo "$*" > {calls}/aws; exit {aws_exit}',
+        "sudo": f'echo "$*" > {calls}/sudo',
+        "setsid": 'exec "$@"',
+        "nohup": 'exec "$@"',
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    program = ("set -euo pipefail\n"
+               f"MAX_MINUTES={minutes}\nEMR_INFO={info}\n{guard_fragment(tmp_path)}\nwait\n")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run(["bash", "-c", program], capture_output=True, text=True, env=env,
+                            timeout=30)
+    return result, {path.name: path.read_text().strip() for path in calls.iterdir()}
+
+
+def test_bootstrap_guard_terminates_the_cluster_from_the_primary_node(tmp_path: Path) -> None:
+    result, calls = run_guard(tmp_path, "45")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "bootstrap: cluster j-GUARDED terminates after 45 minutes"
+    assert calls == {"sleep": "2700",
+                     "aws": "emr terminate-clusters --region eu-west-1 --cluster-ids j-GUARDED"}
+    assert "max runtime of 45 minutes reached" in (tmp_path / "guard.log").read_text()
+
+
+def test_bootstrap_guard_shuts_the_primary_down_when_the_call_fails(tmp_path: Path) -> None:
+    result, calls = run_guard(tmp_path, "5", aws_exit=255)
+    assert result.returncode == 0, result.stderr
+    assert calls["sudo"] == "shutdown -h now"
+
+
+def test_bootstrap_guard_only_on_the_primary_and_only_when_asked(tmp_path: Path) -> None:
+    result, calls = run_guard(tmp_path, "45", primary=False)
+    assert (result.returncode, calls, result.stdout) == (0, {}, "")
+    result, calls = run_guard(tmp_path, "''")
+    assert (result.returncode, calls, result.stdout) == (0, {}, "")
+    result, calls = run_guard(tmp_path, "soon")
+    assert result.returncode == 1 and calls == {}
+    assert "the maximum runtime must be whole minutes, not 'soon'" in result.stderr
+
+
+def test_idle_auto_termination_policy_is_opt_in(
+    aws: Calls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finish_steps(monkeypatch)
+    assert main([*SUBMIT, "--log-uri", LOG_URI, "--set", "IDLE_TIMEOUT_SECONDS=1800", "--",
+                 *RUN_JOB]) == 0
+    request = aws[0][1]
+    assert request["AutoTerminationPolicy"] == {"IdleTimeout": 1800}  # a number, as the API wants
+
+
+# ------------------------------------------------------------------ locations on the cluster
+
+
+@pytest.mark.parametrize(("job", "message"), [
+    (["run", "--source", "retail", "--input", "s3://b/in/", "--output", "hdfs:///segments/"],
+     "step 1 (run): --output 'hdfs:///segments/' would be deleted with the cluster, which "
+     "terminates after its last step; write it to s3:// (hdfs:// suits what a later step of "
+     "the same submit reads)"),
+    (["features", "--source", "retail", "--input", "hdfs:///in/", "--output", "s3://b/f/"],
+     "step 1 (features): --input 'hdfs:///in/': a new cluster's HDFS is empty; read from "
+     "s3://, or write it with an earlier step of the same submit"),
+    (["run", "--source", "retail", "--input", "file:///mnt/in.csv", "--output", "s3://b/o/"],
+     "step 1 (run): --input 'file:///mnt/in.csv' is on the nodes' own disks, which hold "
+     "nothing of yours on a new cluster; use s3://, or a running cluster whose nodes have the "
+     "file (--cluster-id)"),
+    (["run", "--source", "retail", "--input", "s3://b/in/", "--output", "hdfs:///run/", "--",
+      "audiences", "--run", "hdfs:///run/"],
+     "step 2 (audiences): --run 'hdfs:///run/' would be deleted with the cluster, which "
+     "terminates after its last step; write it to s3:// (hdfs:// suits what a later step of "
+     "the same submit reads)"),
+    (["run", "--source", "retail", "--input", "s3://b/in/", "--output", "out/retail"],
+     "step 1 (run): --output must be a location every node reads, such as s3://bucket/path/, "
+     "not 'out/retail'"),
+    (["run", "--source", "retail", "--input", "/data/in.csv", "--output", "s3://b/o/"],
+     "step 1 (run): --input must be a location every node reads, such as s3://bucket/path/, "
+     "not '/data/in.csv'"),
+])
+def test_new_cluster_locations(
+    job: List[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*SUBMIT, "--log-uri", LOG_URI, "--dry-run", "--", *job]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert errors == [f"error: {message}"]
+
+
+def test_hdfs_between_steps_and_on_a_running_cluster_is_allowed(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    chain = ["ingest", "--source", "avito", "--input", "s3://b/avito/", "--output",
+             "hdfs:///work/avito/", "--",
+             "features", "--source", "avito", "--input", "hdfs:///work/avito/tables",
+             "--output", "hdfs://namenode:8020/work/features", "--",
+             "cluster", "--input", "hdfs:///work/features/features", "--output", "s3://b/seg/"]
+    assert main([*SUBMIT, "--log-uri", LOG_URI, "--dry-run", "--", *chain]) == 0
+    single = ["run", "--source", "retail", "--input", "hdfs:///in/", "--output",
+              "hdfs:///segments/"]
+    assert main([*SUBMIT, "--cluster-id", "j-1", "--dry-run", "--", *single]) == 0
+    sqlite = ["ingest", "--source", "avito", "--input", "file:///mnt/avito/database.sqlite",
+              "--output", "s3://b/avito/"]
+    assert main([*SUBMIT, "--cluster-id", "j-1", "--dry-run", "--", *sqlite]) == 0
+    capsys.readouterr()
+
+
 # ------------------------------------------------------------------ dry run and errors
 
 
@@ -508,7 +885,12 @@ def test_missing_boto3_is_one_clear_line(
          "--input s3://bucket/in/ --output s3://bucket/out/"),
         (["--log-uri", LOG_URI, "--set", "SUBNET=x"], RUN_JOB,
          "--set SUBNET: no such placeholder in the definitions (settable: CORE_CAPACITY, "
-         "EC2_KEY_NAME, JOB_FLOW_ROLE, SERVICE_ROLE, SUBNET_ID, TASK_SPOT_CAPACITY)"),
+         "EC2_KEY_NAME, IDLE_TIMEOUT_SECONDS, JOB_FLOW_ROLE, SERVICE_ROLE, SUBNET_ID, "
+         "TASK_SPOT_CAPACITY)"),
+        (["--log-uri", LOG_URI, "--set", "MAX_MINUTES=5"], RUN_JOB,
+         "--set MAX_MINUTES: filled by submit itself (use --max-minutes)"),
+        (["--cluster-id", "j-1", "--max-minutes", "30"], RUN_JOB,
+         "--max-minutes applies to a new cluster, not to --cluster-id"),
         (["--log-uri", LOG_URI, "--set", "CODE_PREFIX=s3://x/"], RUN_JOB,
          "--set CODE_PREFIX: filled by submit itself (use --code-uri)"),
         (["--log-uri", LOG_URI, "--set", "CORE_CAPACITY=many"], RUN_JOB,
@@ -567,6 +949,13 @@ def test_render_placeholders() -> None:
     assert emr.placeholders(template) == {"X": None, "Y": "d", "Z": "", "N": "3"}
     with pytest.raises(emr.EmrError, match=r"^t.json: no value for X \(pass --set"):
         emr.render(template, {}, "t.json")
+
+
+def test_render_drops_objects_left_empty_but_keeps_empty_ones() -> None:
+    template = {"AutoTerminationPolicy": {"IdleTimeout": "${IDLE:-}"}, "Properties": {},
+                "Args": []}
+    assert emr.render(template, {}) == {"Properties": {}, "Args": []}
+    assert emr.render(template, {"IDLE": "900"})["AutoTerminationPolicy"] == {"IdleTimeout": 900}
 
 
 def test_zip_is_reproducible() -> None:

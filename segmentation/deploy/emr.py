@@ -10,9 +10,19 @@ requests are built from the reviewed definitions in ``emr/`` (``cluster.json``,
 
 Nothing here starts Spark, and boto3 is imported only when AWS is called (the ``emr`` extra).
 
+On a running cluster whose ``StepConcurrencyLevel`` is above 1 (read with ``DescribeCluster``
+before anything is uploaded), EMR rejects ``ActionOnFailure`` ``CANCEL_AND_WAIT`` and
+``TERMINATE_CLUSTER`` and would run chained steps at the same time: the steps get ``CONTINUE``
+and are submitted one at a time, each once the previous one completed (which needs the wait).
+A new cluster's steps are followed by the ids ``ListSteps`` returns for all of them (it can be
+empty for a moment after ``RunJobFlow``). ``--max-minutes`` bounds a new cluster's life twice:
+the wait calls ``TerminateJobFlows`` past the limit, and the bootstrap action starts a guard on
+the primary node that terminates the cluster even when the client is gone.
+
 Exit status: 0 the steps completed (or were submitted, with ``--no-wait``); 2 bad options or an
 AWS error, one line ``error: ...``; 3 a step failed, was cancelled or interrupted, or the cluster
-ended before its steps did; 130 the wait was interrupted (Ctrl-C: the steps go on).
+ended before its steps did (also when ``--max-minutes`` terminated it); 130 the wait was
+interrupted (Ctrl-C: the steps go on).
 """
 
 from __future__ import annotations
@@ -50,14 +60,21 @@ ENDED_CLUSTER_STATES = frozenset({"TERMINATED", "TERMINATED_WITH_ERRORS"})
 INTEGER_KEYS = frozenset({
     "TargetOnDemandCapacity", "TargetSpotCapacity", "WeightedCapacity", "InstanceCount",
     "TimeoutDurationMinutes", "StepConcurrencyLevel", "EbsRootVolumeSize", "SizeInGB",
-    "VolumesPerInstance",
+    "VolumesPerInstance", "IdleTimeout",
 })
 #: Job inputs and outputs must be locations every node reaches.
 CLUSTER_SCHEMES = ("s3://", "s3a://", "hdfs://", "file://")
+#: ``ActionOnFailure`` values that EMR rejects on a cluster with ``StepConcurrencyLevel`` > 1.
+SERIAL_ONLY_ACTIONS = ("CANCEL_AND_WAIT", "TERMINATE_CLUSTER")
+#: Cluster states in which steps can no longer be added.
+CLOSING_CLUSTER_STATES = frozenset({"TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS"})
+#: ``ListSteps`` calls (``poll_seconds`` apart, at most 5 s) until a new cluster lists its steps.
+LIST_STEPS_ATTEMPTS = 12
 #: Placeholders that submit fills from its own options.
 RESERVED_PLACEHOLDERS = {
     "CODE_PREFIX": "--code-uri", "LOG_URI": "--log-uri", "CLUSTER_NAME": "--name",
     "ACTION_ON_FAILURE": "--action-on-failure", "PACKAGE_VERSION": "a new package version",
+    "MAX_MINUTES": "--max-minutes",
 }
 EXIT_INTERRUPTED = 130
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::-([^}]*))?\}")
@@ -110,9 +127,9 @@ def render(template: Any, variables: Mapping[str, str], source: str = "template"
 
     ``${NAME}`` takes ``variables[NAME]`` (an error if absent); ``${NAME:-default}`` falls back
     to the default. A string that contained a placeholder and renders empty is removed (from its
-    object or list), as is a list left empty by that, so optional settings (a subnet, a key pair)
-    disappear when not given. Under the integer fields of :data:`INTEGER_KEYS` the rendered text
-    becomes a number.
+    object or list), as is a list or an object left empty by that, so optional settings (a
+    subnet, a key pair, an auto-termination policy) disappear when not given. Under the integer
+    fields of :data:`INTEGER_KEYS` the rendered text becomes a number.
 
     Parameters
     ----------
@@ -166,7 +183,7 @@ def render(template: Any, variables: Mapping[str, str], source: str = "template"
                 rendered = walk(item, name)
                 if rendered is not _DROP:
                     out[name] = rendered
-            return out
+            return _DROP if value and not out else out
         if isinstance(value, list):
             items = [walk(item, key) for item in value]
             kept = [item for item in items if item is not _DROP]
@@ -309,6 +326,78 @@ def job_locations(args: argparse.Namespace) -> List[Tuple[str, str]]:
     return [
         (flag, getattr(args, name)) for flag, name in flags if getattr(args, name) is not None
     ]
+
+
+def _written_locations(args: argparse.Namespace) -> List[Tuple[str, str]]:
+    """The (flag, location) pairs a parsed job writes to (``audiences`` adds to its ``--run``)."""
+    flag = "--run" if args.command == "audiences" else "--output"
+    return [(f, value) for f, value in job_locations(args) if f == flag]
+
+
+def _hdfs_path(uri: str) -> str:
+    """The path of an ``hdfs://`` URI without its trailing slash (the namenode is ignored)."""
+    return re.sub(r"^hdfs://[^/]*", "", uri).rstrip("/") or "/"
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def check_cluster_locations(jobs: Sequence[argparse.Namespace], new_cluster: bool) -> None:
+    """Check the steps' locations together, for the cluster they run on.
+
+    :func:`validate_job` already refuses relative and local paths (only ``s3://``, ``s3a://``,
+    ``hdfs://`` and, for inputs, ``file://``). On a new cluster, which terminates after its last
+    step, more is refused: ``file://`` (a new node's disk holds nothing of the user's), an
+    ``hdfs://`` input that no earlier step writes (a new cluster's HDFS is empty), and an
+    ``hdfs://`` output that no later step reads (it is deleted with the cluster). ``hdfs://``
+    between steps of one submit (``ingest`` to HDFS, ``features`` from it) stays allowed.
+
+    Parameters
+    ----------
+    jobs
+        The parsed jobs, in step order.
+    new_cluster
+        Whether the steps start a new (transient) cluster.
+
+    Raises
+    ------
+    EmrError
+        With one line naming the step, the flag and the location.
+    """
+    if not new_cluster:
+        return
+    for number, args in enumerate(jobs, 1):
+        label = f"step {number} ({args.command})"
+        written = _written_locations(args)
+        for flag, value in job_locations(args):
+            if value.startswith("file://"):
+                raise EmrError(
+                    f"{label}: {flag} {value!r} is on the nodes' own disks, which hold nothing "
+                    "of yours on a new cluster; use s3://, or a running cluster whose nodes "
+                    "have the file (--cluster-id)"
+                )
+            if not value.startswith("hdfs://"):
+                continue
+            path = _hdfs_path(value)
+            if (flag, value) not in written or args.command == "audiences":
+                earlier = [_hdfs_path(out) for job in jobs[:number - 1]
+                           for _, out in _written_locations(job) if out.startswith("hdfs://")]
+                if not any(_under(path, folder) for folder in earlier):
+                    raise EmrError(
+                        f"{label}: {flag} {value!r}: a new cluster's HDFS is empty; read from "
+                        "s3://, or write it with an earlier step of the same submit"
+                    )
+            if (flag, value) in written:
+                later = [_hdfs_path(location) for job in jobs[number:]
+                         for _, location in job_locations(job)
+                         if location.startswith("hdfs://")]
+                if not any(_under(location, path) for location in later):
+                    raise EmrError(
+                        f"{label}: {flag} {value!r} would be deleted with the cluster, which "
+                        "terminates after its last step; write it to s3:// (hdfs:// suits "
+                        "what a later step of the same submit reads)"
+                    )
 
 
 def _script_index(args: Sequence[str], command: str, source: str) -> int:
@@ -571,6 +660,9 @@ class SubmitPlan:
     files: Dict[str, bytes]
     operation: str
     request: Dict[str, Any]
+    #: Add the steps one at a time, each after the previous one completed (a running cluster
+    #: with ``StepConcurrencyLevel`` > 1 would otherwise run them at the same time).
+    sequential: bool = False
 
     def uploads(self) -> List[Tuple[str, bytes]]:
         """``(s3 uri, body)`` of every file, the code first and the request record last.
@@ -601,13 +693,16 @@ class SubmitPlan:
         }
 
 
-def plan_submit(args: argparse.Namespace) -> SubmitPlan:
+def plan_submit(args: argparse.Namespace, step_concurrency: int = 1) -> SubmitPlan:
     """Validate the ``submit`` options and jobs and build the uploads and the EMR request.
 
     Parameters
     ----------
     args
         Parsed ``segmentation emr submit`` options.
+    step_concurrency
+        The running cluster's ``StepConcurrencyLevel`` (``DescribeCluster``); 1 for a new
+        cluster and for ``--dry-run``, which calls nothing.
 
     Returns
     -------
@@ -615,8 +710,8 @@ def plan_submit(args: argparse.Namespace) -> SubmitPlan:
         What to upload and the ``RunJobFlow`` or ``AddJobFlowSteps`` request.
     """
     jobs = split_jobs(args.job)
-    for number, job in enumerate(jobs, 1):
-        validate_job(job, number)
+    parsed = [validate_job(job, number) for number, job in enumerate(jobs, 1)]
+    check_cluster_locations(parsed, new_cluster=args.cluster_id is None)
     bucket, key = split_s3_uri(args.code_uri, "--code-uri")
     if args.log_uri is not None:
         split_s3_uri(args.log_uri, "--log-uri")
@@ -628,8 +723,26 @@ def plan_submit(args: argparse.Namespace) -> SubmitPlan:
 
     sets = dict(args.set)
     variables: Dict[str, str] = {"CODE_PREFIX": code_prefix, "PACKAGE_VERSION": __version__}
+    sequential = False
     if args.cluster_id is None:
         action = args.action_on_failure or "TERMINATE_CLUSTER"
+    elif step_concurrency > 1:
+        if args.action_on_failure in SERIAL_ONLY_ACTIONS:
+            raise EmrError(
+                f"--action-on-failure {args.action_on_failure}: cluster {args.cluster_id} runs "
+                f"up to {step_concurrency} steps at once (StepConcurrencyLevel), and EMR accepts "
+                "only CONTINUE there; leave the flag out (submit then runs the steps one after "
+                "another), or use a cluster with StepConcurrencyLevel 1"
+            )
+        if len(jobs) > 1 and args.no_wait:
+            raise EmrError(
+                f"cluster {args.cluster_id} runs up to {step_concurrency} steps at once "
+                "(StepConcurrencyLevel), so chained steps are submitted one after another, each "
+                "once the previous one completed: that needs the wait; drop --no-wait, or "
+                "submit one step at a time"
+            )
+        action = "CONTINUE"
+        sequential = len(jobs) > 1
     else:
         action = args.action_on_failure or ("CONTINUE" if len(jobs) == 1 else "CANCEL_AND_WAIT")
     variables["ACTION_ON_FAILURE"] = action
@@ -655,12 +768,19 @@ def plan_submit(args: argparse.Namespace) -> SubmitPlan:
                            "there); or add the steps to a running cluster with --cluster-id")
         cluster_template = load_json(cluster_path)
         known |= set(placeholders(cluster_template))
+        if args.max_minutes is not None and "MAX_MINUTES" not in known:
+            log.warning("%s has no ${MAX_MINUTES} (emr/cluster.json passes it to the bootstrap "
+                        "action): --max-minutes is then kept only while submit waits",
+                        cluster_path)
         variables["LOG_URI"] = args.log_uri
         if args.name is not None:
             variables["CLUSTER_NAME"] = args.name
+        if args.max_minutes is not None:
+            variables["MAX_MINUTES"] = str(args.max_minutes)
     else:
         for flag, value in (("--log-uri", args.log_uri), ("--name", args.name),
-                            ("--cluster-config", args.cluster_config)):
+                            ("--cluster-config", args.cluster_config),
+                            ("--max-minutes", args.max_minutes)):
             if value is not None:
                 raise EmrError(f"{flag} applies to a new cluster, not to --cluster-id")
     reserved = sorted(set(sets) & set(RESERVED_PLACEHOLDERS))
@@ -687,7 +807,8 @@ def plan_submit(args: argparse.Namespace) -> SubmitPlan:
         request["Steps"] = steps
     record = json.dumps(request, indent=2, sort_keys=True).encode()
     files[f"requests/{operation}-{hashlib.sha256(record).hexdigest()[:12]}.json"] = record
-    return SubmitPlan(code_prefix=code_prefix, files=files, operation=operation, request=request)
+    return SubmitPlan(code_prefix=code_prefix, files=files, operation=operation, request=request,
+                      sequential=sequential)
 
 
 # --------------------------------------------------------------------------- AWS
@@ -740,6 +861,10 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def _now() -> float:
+    return time.monotonic()
+
+
 def _step_name(step: Mapping[str, Any]) -> str:
     return str(step.get("Name") or step.get("Id"))
 
@@ -785,6 +910,8 @@ def wait_for_steps(
     step_ids: Sequence[str],
     poll_seconds: float = 30.0,
     out: Callable[[str], None] = print,
+    max_minutes: Optional[int] = None,
+    started: Optional[float] = None,
 ) -> int:
     """Poll the cluster and its steps until every step ends; report each step.
 
@@ -798,20 +925,31 @@ def wait_for_steps(
     cluster_id
         The cluster.
     step_ids
-        The steps to follow, in order.
+        The steps to follow, in order; at least one.
     poll_seconds
         Seconds between polls.
     out
         Where the final report goes (default: stdout).
+    max_minutes
+        Terminate the cluster (``TerminateJobFlows``) once it is older than this, then wait for
+        it to end; ``None``: never.
+    started
+        When the cluster was started (:func:`_now`); default: now.
 
     Returns
     -------
     int
-        0 when every step completed, :data:`EXIT_STEP_FAILED` otherwise, and
-        :data:`EXIT_INTERRUPTED` when the wait is interrupted (Ctrl-C; the steps go on).
+        0 when every step completed, :data:`EXIT_STEP_FAILED` otherwise (also when
+        ``max_minutes`` terminated the cluster), and :data:`EXIT_INTERRUPTED` when the wait is
+        interrupted (Ctrl-C; the steps go on).
     """
+    if not step_ids:
+        raise EmrError(f"no step of cluster {cluster_id} to wait for")
+    deadline = None
+    if max_minutes is not None:
+        deadline = (_now() if started is None else started) + max_minutes * 60
     try:
-        return _wait(emr, cluster_id, step_ids, poll_seconds, out)
+        return _wait(emr, cluster_id, step_ids, poll_seconds, out, deadline, max_minutes)
     except KeyboardInterrupt:
         out(f"stopped waiting; the steps go on: segmentation emr status --cluster-id "
             f"{cluster_id} --wait")
@@ -820,10 +958,12 @@ def wait_for_steps(
 
 def _wait(
     emr: Any, cluster_id: str, step_ids: Sequence[str], poll_seconds: float,
-    out: Callable[[str], None],
+    out: Callable[[str], None], deadline: Optional[float] = None,
+    max_minutes: Optional[int] = None,
 ) -> int:
     seen: Dict[str, str] = {}
     cluster_state = ""
+    terminating = False
     while True:
         with aws_errors():
             cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
@@ -843,6 +983,14 @@ def _wait(
         done = all(step["Status"]["State"] in TERMINAL_STEP_STATES for step in steps)
         if done or state in ENDED_CLUSTER_STATES:
             break
+        if deadline is not None and not terminating and _now() >= deadline:
+            out(f"cluster {cluster_id} ran past --max-minutes {max_minutes}: terminating it")
+            log.warning("cluster %s: --max-minutes %s reached, TerminateJobFlows",
+                        cluster_id, max_minutes)
+            with aws_errors():
+                emr.terminate_job_flows(JobFlowIds=[cluster_id])
+            terminating = True
+            continue
         _sleep(poll_seconds)
     log_uri = cluster.get("LogUri")
     for step in steps:
@@ -855,6 +1003,120 @@ def _wait(
         return EXIT_STEP_FAILED
     if any(step["Status"]["State"] in FAILED_STEP_STATES for step in steps):
         return EXIT_STEP_FAILED
+    return 0
+
+
+def running_cluster(emr: Any, cluster_id: str) -> Dict[str, Any]:
+    """``DescribeCluster`` of the cluster ``--cluster-id`` names, refused when it is closing.
+
+    Parameters
+    ----------
+    emr
+        A boto3 EMR client.
+    cluster_id
+        The cluster.
+
+    Returns
+    -------
+    dict
+        ``DescribeCluster``'s ``Cluster`` (``StepConcurrencyLevel`` among its fields).
+    """
+    with aws_errors():
+        cluster: Dict[str, Any] = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+    state = cluster["Status"]["State"]
+    if state in CLOSING_CLUSTER_STATES:
+        raise EmrError(f"cluster {cluster_id} is {state}: steps cannot be added; start a new "
+                       "cluster (leave out --cluster-id, pass --log-uri)")
+    return cluster
+
+
+def new_cluster_step_ids(
+    emr: Any, cluster_id: str, count: int, poll_seconds: float
+) -> List[str]:
+    """The ids of the ``count`` steps a new cluster was started with, oldest first.
+
+    ``ListSteps`` right after ``RunJobFlow`` can return fewer steps than were sent (or none):
+    it is asked again, ``poll_seconds`` apart (at most 5 s), up to :data:`LIST_STEPS_ATTEMPTS`
+    times, so the wait never follows fewer steps than were submitted.
+
+    Parameters
+    ----------
+    emr
+        A boto3 EMR client.
+    cluster_id
+        The new cluster.
+    count
+        How many steps ``RunJobFlow`` sent.
+    poll_seconds
+        The wait's poll interval.
+
+    Returns
+    -------
+    list of str
+        The step ids in submission order.
+
+    Raises
+    ------
+    EmrError
+        When the cluster still lists fewer steps after the last attempt.
+    """
+    listed: List[Dict[str, Any]] = []
+    for attempt in range(LIST_STEPS_ATTEMPTS):
+        if attempt:
+            _sleep(min(poll_seconds, 5.0))
+        with aws_errors():
+            listed = []
+            for page in emr.get_paginator("list_steps").paginate(ClusterId=cluster_id):
+                listed.extend(page["Steps"])
+        if len(listed) >= count:
+            # A new cluster's steps are exactly ours; ListSteps returns the newest first.
+            return [step["Id"] for step in reversed(listed)][:count]
+        log.info("cluster %s lists %d of its %d steps yet", cluster_id, len(listed), count)
+    raise EmrError(
+        f"cluster {cluster_id} was started, but lists {len(listed)} of its {count} steps after "
+        f"{LIST_STEPS_ATTEMPTS} ListSteps calls; follow it with: segmentation emr status "
+        f"--cluster-id {cluster_id} --wait"
+    )
+
+
+def submit_one_by_one(
+    emr: Any, cluster_id: str, steps: Sequence[Mapping[str, Any]], poll_seconds: float,
+    out: Callable[[str], None],
+) -> int:
+    """Add steps one at a time, each once the previous one completed, and wait for each.
+
+    For a running cluster with ``StepConcurrencyLevel`` > 1, where EMR would run steps added
+    together at the same time and accepts only ``ActionOnFailure: CONTINUE``: a step that does
+    not complete keeps the later ones from being submitted at all.
+
+    Parameters
+    ----------
+    emr
+        A boto3 EMR client.
+    cluster_id
+        The running cluster.
+    steps
+        The steps, in order.
+    poll_seconds
+        Seconds between polls.
+    out
+        Where results go.
+
+    Returns
+    -------
+    int
+        As :func:`wait_for_steps`, for the first step that did not complete (0: all did).
+    """
+    for number, step in enumerate(steps, 1):
+        with aws_errors():
+            (step_id,) = emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])["StepIds"]
+        out(f"step {step_id} ({step['Name']}) submitted")
+        code = wait_for_steps(emr, cluster_id, [step_id], poll_seconds, out)
+        if code != 0:
+            rest = [str(later["Name"]) for later in steps[number:]]
+            if rest:
+                out(f"not submitted, as step {number} did not complete: {', '.join(rest)}")
+            return code
     return 0
 
 
@@ -881,25 +1143,43 @@ def submit(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
     with aws_errors():
         s3 = session.client("s3")
         emr = session.client("emr")
+    if plan.operation == "AddJobFlowSteps":
+        # Before anything is uploaded: a closing cluster, or one that runs steps concurrently
+        # (where CANCEL_AND_WAIT is rejected and chained steps would overlap), changes the plan.
+        level = int(running_cluster(emr, args.cluster_id).get("StepConcurrencyLevel") or 1)
+        if level > 1:
+            log.info("cluster %s runs up to %d steps at once (StepConcurrencyLevel): "
+                     "ActionOnFailure CONTINUE%s", args.cluster_id, level,
+                     ", one step after another" if len(plan.request["Steps"]) > 1 else "")
+            plan = plan_submit(args, step_concurrency=level)
+    with aws_errors():
         for uri, body in plan.uploads():
             bucket, key = split_s3_uri(uri, "--code-uri")
             s3.put_object(Bucket=bucket, Key=key, Body=body)
             log.info("uploaded %s (%s bytes)", uri, f"{len(body):,}")
-        if plan.operation == "RunJobFlow":
+    steps = plan.request["Steps"]
+    started: Optional[float] = None
+    if plan.operation == "RunJobFlow":
+        with aws_errors():
             cluster_id = emr.run_job_flow(**plan.request)["JobFlowId"]
-            # A new cluster's steps are exactly ours; list_steps returns the newest first.
-            listed = emr.list_steps(ClusterId=cluster_id)["Steps"]
-            step_ids = [step["Id"] for step in reversed(listed)]
-            out(f"started cluster {cluster_id} (terminates after its steps)")
-        else:
-            cluster_id = args.cluster_id
+        started = _now()
+        out(f"started cluster {cluster_id} (terminates after its steps"
+            + (f", or after {args.max_minutes} minutes)" if args.max_minutes else ")"))
+        step_ids = new_cluster_step_ids(emr, cluster_id, len(steps), args.poll_seconds)
+    elif plan.sequential:
+        return submit_one_by_one(emr, args.cluster_id, steps, args.poll_seconds, out)
+    else:
+        cluster_id = args.cluster_id
+        with aws_errors():
             step_ids = emr.add_job_flow_steps(**plan.request)["StepIds"]
-    for step_id, step in zip(step_ids, plan.request["Steps"]):
+    for step_id, step in zip(step_ids, steps):
         out(f"step {step_id} ({step['Name']}) submitted")
     if args.no_wait:
         out(f"follow with: segmentation emr status --cluster-id {cluster_id} --wait")
         return 0
-    return wait_for_steps(emr, cluster_id, step_ids, args.poll_seconds, out)
+    return wait_for_steps(emr, cluster_id, step_ids, args.poll_seconds, out,
+                          max_minutes=args.max_minutes if started is not None else None,
+                          started=started)
 
 
 def status(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
