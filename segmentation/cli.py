@@ -94,11 +94,14 @@ def _run_generate(args: argparse.Namespace) -> int:
 def _run_spark_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from pyspark.sql import SparkSession
 
-    from segmentation.session import build_session
+    from segmentation.session import build_session, quick_start_conf
 
     # A session that was already running (a notebook, the test suite) is used and left running.
     owns_session = SparkSession.getActiveSession() is None
-    spark = build_session(f"segmentation-{args.command}", args.master, dict(args.conf))
+    conf = dict(args.conf)
+    inputs = [getattr(args, "input", None), getattr(args, "run", None)]
+    conf.update(quick_start_conf(inputs, args.master, conf))
+    spark = build_session(f"segmentation-{args.command}", args.master, conf)
     partitions = str(spark.conf.get("spark.sql.shuffle.partitions"))  # the jobs may size it
     try:
         return _run_stage(spark, args, argv)

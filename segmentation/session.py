@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Mapping, Optional
+from typing import Dict, Mapping, Optional, Sequence
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
@@ -67,6 +67,49 @@ def size_shuffle_partitions(spark: SparkSession, input_bytes: int) -> int:
         "%d shuffle partitions for %.1f MB of input", wanted, input_bytes / (1024 * 1024)
     )
     return wanted
+
+
+#: Local inputs up to this size (bytes) start the driver JVM with :data:`SMALL_INPUT_JAVA_OPTIONS`.
+SMALL_INPUT_BYTES = 64 * 1024 * 1024
+
+#: The JIT setting of a JVM started for a small local input: C1 (the quick compiler) only. The
+#: run is a few seconds of many short jobs, where C2's optimisation never pays back its warm-up
+#: (the 254-customer demo sample: 31 s -> 26 s end to end, measured); long runs keep the default.
+SMALL_INPUT_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
+
+
+def quick_start_conf(
+    inputs: Sequence[Optional[str]], master: Optional[str], conf: Mapping[str, str]
+) -> Dict[str, str]:
+    """Driver JVM options for a small local input, when this process starts the JVM.
+
+    Returns ``{"spark.driver.extraJavaOptions": ...}`` when every input is a local file or
+    folder (no URI scheme other than ``file:``) of at most :data:`SMALL_INPUT_BYTES` in all, the
+    master is local, no JVM is running yet (not under spark-submit, no session lent) and the
+    user set no driver Java options; otherwise ``{}``.
+    """
+    if SparkContext._jvm is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return {}
+    if not (master or "local").startswith("local") or "spark.driver.extraJavaOptions" in conf:
+        return {}
+    paths = [p for p in inputs if p]
+    if not paths:
+        return {}
+    total = 0
+    for path in paths:
+        local = path[len("file://"):] if path.startswith("file://") else path
+        if "://" in local or not os.path.exists(local):
+            return {}
+        if os.path.isdir(local):
+            total += sum(
+                os.path.getsize(os.path.join(root, name))
+                for root, _, names in os.walk(local) for name in names
+            )
+        else:
+            total += os.path.getsize(local)
+        if total > SMALL_INPUT_BYTES:
+            return {}
+    return {"spark.driver.extraJavaOptions": SMALL_INPUT_JAVA_OPTIONS}
 
 
 def configure_logging(verbose: bool = False) -> None:
