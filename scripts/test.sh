@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the project with its test tools, then lint, type-check and run the test suite.
-# Extra arguments go to pytest (e.g. `scripts/test.sh -k rfm`).
+# The default run leaves out the tests marked `slow` (fault injection that starts several JVMs);
+# `--all` (what CI runs) includes them. Other arguments go to pytest (`scripts/test.sh -k rfm`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
@@ -12,5 +13,10 @@ echo "== mypy" >&2
 echo "== vermin (job code must run on Python 3.9, EMR 7's python3)" >&2
 .venv/bin/vermin --no-tips --violations --eval-annotations -t=3.9- segmentation jobs
 bash scripts/install_browser.sh  # Debian chromium for the report's browser test
-echo "== pytest" >&2
-.venv/bin/python -m pytest "$@"
+select=(-m "not slow")
+if [ "${1:-}" = "--all" ]; then
+  select=()
+  shift
+fi
+echo "== pytest ${select[*]:-(all tests)}" >&2
+.venv/bin/python -m pytest "${select[@]}" "$@"

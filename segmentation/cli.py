@@ -15,7 +15,7 @@ import time
 from typing import Any, Dict, Optional, Sequence
 
 from segmentation.errors import SegmentationError
-from segmentation.parser import build_parser, cluster_options, feature_options
+from segmentation.parser import build_parser, cluster_options, feature_options, text_options
 
 log = logging.getLogger("segmentation")
 
@@ -154,7 +154,7 @@ def _run_stage(spark: Any, args: argparse.Namespace, argv: Sequence[str]) -> int
         profiles, feature_set = pipeline.score_stage(
             spark, args.model, args.source, args.input, args.input_format,
             args.reference_date, args.sqlite_partitions, args.output, args.overwrite,
-            manifest,
+            manifest, text_options(args), args.max_reject_fraction,
         )
         print(format_profiles(profiles, feature_set.cluster_columns))
     elif args.command == "audiences":

@@ -5,14 +5,43 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import platform
+import re
 import sys
 import time
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from segmentation import __version__
 
 log = logging.getLogger(__name__)
+
+
+#: ``--conf`` keys whose values are never recorded (Spark's default ``spark.redaction.regex``).
+_SECRET_SETTING = re.compile(r"(?i)secret|password|token|access[.]key")
+
+REDACTED = "*********(redacted)"
+
+
+def _redacted_setting(setting: str) -> str:
+    key, sep, _ = setting.partition("=")
+    return f"{key}={REDACTED}" if sep and _SECRET_SETTING.search(key) else setting
+
+
+def redact_arguments(argv: Sequence[str]) -> List[str]:
+    """``argv`` with the values of secret ``--conf KEY=VALUE`` settings replaced.
+
+    >>> redact_arguments(["--conf", "spark.hadoop.fs.s3a.secret.key=s", "--k", "2"])
+    ['--conf', 'spark.hadoop.fs.s3a.secret.key=*********(redacted)', '--k', '2']
+    """
+    out: List[str] = []
+    for i, arg in enumerate(argv):
+        if i > 0 and argv[i - 1] == "--conf":
+            out.append(_redacted_setting(arg))
+        elif arg.startswith("--conf="):
+            out.append("--conf=" + _redacted_setting(arg[len("--conf="):]))
+        else:
+            out.append(arg)
+    return out
 
 
 def _versions() -> Dict[str, str]:
@@ -43,7 +72,7 @@ class RunManifest:
         self._started = time.monotonic()
         self.document: Dict[str, Any] = {
             "command": command,
-            "arguments": list(argv if argv is not None else sys.argv[1:]),
+            "arguments": redact_arguments(argv if argv is not None else sys.argv[1:]),
             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "versions": _versions(),
             "timings_seconds": {},

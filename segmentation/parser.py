@@ -62,6 +62,30 @@ def parse_fraction(text: str) -> float:
     return value
 
 
+#: Default ``--max-reject-fraction`` (:data:`segmentation.sources.common
+#: .DEFAULT_MAX_REJECT_FRACTION`; a test keeps them equal).
+DEFAULT_MAX_REJECT_FRACTION = 0.05
+
+
+def parse_share(text: str) -> float:
+    """Parse ``--max-reject-fraction``: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1]: {text!r}")
+    return value
+
+
+def parse_delimiter(text: str) -> str:
+    """Parse ``--delimiter``: one character (``tab`` or a backslash-t for a tab)."""
+    value = "\t" if text in ("\\t", "tab") else text
+    if len(value) != 1:
+        raise argparse.ArgumentTypeError(f"must be one character: {text!r}")
+    return value
+
+
 def parse_conf(text: str) -> Tuple[str, str]:
     """Parse ``--conf KEY=VALUE``."""
     key, sep, value = text.partition("=")
@@ -136,7 +160,16 @@ def _add_io_flags(parser: argparse.ArgumentParser, sources: bool = True) -> None
     )
     parser.add_argument(
         "--overwrite", action="store_true",
-        help="replace an earlier run's outputs in --output (default: refuse)",
+        help="publish a new run in --output, which holds an earlier one (default: refuse)",
+    )
+    _add_keep_runs(parser)
+
+
+def _add_keep_runs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keep-runs", type=positive_int, default=2, metavar="N",
+        help="after publishing, keep the N newest finished runs under OUTPUT/runs/ and delete "
+        "older ones (default 2: the new run and the one it replaced)",
     )
 
 
@@ -152,8 +185,30 @@ def _add_format_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_input_check_flags(parser: argparse.ArgumentParser) -> None:
+    """``--encoding``, ``--delimiter`` (CSV/TSV text) and ``--max-reject-fraction``."""
+    parser.add_argument(
+        "--encoding", default="UTF-8", metavar="CHARSET",
+        help="character set of CSV/TSV input, e.g. latin1 for UCI Online Retail I (default: "
+        "UTF-8; text that is not valid in it stops the job with a hint)",
+    )
+    parser.add_argument(
+        "--delimiter", type=parse_delimiter, metavar="CHAR",
+        help="field separator of CSV/TSV input, e.g. ';' (default: ',' for CSV, tab for TSV)",
+    )
+    parser.add_argument(
+        "--max-reject-fraction", type=parse_share, default=DEFAULT_MAX_REJECT_FRACTION,
+        metavar="F",
+        help="stop when more than this share of rows is rejected as errors (unreadable dates, "
+        "quantities, prices, amounts); rows dropped by the documented cleaning rules do not "
+        f"count; rejected rows are written to OUTPUT/rejected/ (default: "
+        f"{DEFAULT_MAX_REJECT_FRACTION:g})",
+    )
+
+
 def _add_feature_flags(parser: argparse.ArgumentParser) -> None:
     _add_format_flags(parser)
+    _add_input_check_flags(parser)
     parser.add_argument(
         "--reference-date", type=parse_date, metavar="YYYY-MM-DD",
         help="compute recency as of this date; later events are excluded "
@@ -210,6 +265,11 @@ def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
         "(default: 20000)",
     )
     group.add_argument(
+        "--parallelism", type=positive_int, default=None, metavar="N",
+        help="fit up to N values of k at once (concurrent Spark jobs; results do not depend on "
+        "it; default: 4)",
+    )
+    group.add_argument(
         "--transform", choices=("log-standard", "standard", "none"), default="log-standard",
         help="feature scaling before clustering (default: log1p then standardise)",
     )
@@ -228,11 +288,6 @@ def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-iter", type=positive_int, default=20,
         help="maximum iterations of each fit (default: 20)",
-    )
-    group.add_argument(
-        "--parallelism", type=positive_int, default=None, metavar="N",
-        help="fit up to N values of k at once (concurrent Spark jobs; results do not depend on "
-        "it; default: 4)",
     )
     group.add_argument(
         "--features", dest="feature_columns",
@@ -302,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_io_flags(score, sources=False)
     _add_format_flags(score)
+    _add_input_check_flags(score)
     score.add_argument(
         "--reference-date", type=parse_date, metavar="YYYY-MM-DD",
         help="compute recency as of this date (default: the day after the new data's latest "
@@ -346,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--overwrite", action="store_true", help="replace an earlier comparison in the output"
     )
+    _add_keep_runs(compare)
     _add_spark_flags(compare)
 
     generate = commands.add_parser(
@@ -389,7 +446,16 @@ def feature_options(args: argparse.Namespace) -> Any:
             amount=args.amount_col, session_id=args.session_col,
         ),
         sqlite_partitions=args.sqlite_partitions,
+        text=text_options(args),
+        max_reject_fraction=args.max_reject_fraction,
     )
+
+
+def text_options(args: argparse.Namespace) -> Any:
+    """The :class:`~segmentation.io.readers.TextOptions` of parsed arguments."""
+    from segmentation.io.readers import TextOptions
+
+    return TextOptions(encoding=args.encoding, delimiter=args.delimiter)
 
 
 def cluster_options(args: argparse.Namespace) -> Any:

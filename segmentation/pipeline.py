@@ -31,7 +31,7 @@ from pyspark.sql.types import (
 
 from segmentation.errors import EmptyResultError, InputError
 from segmentation.io import readers, storage
-from segmentation.layout import OutputLayout
+from segmentation.layout import OutputLayout, resolve, resolve_run
 from segmentation.manifest import RunManifest
 from segmentation.run_description import (
     DAY_AFTER_LATEST_EVENT,
@@ -128,6 +128,7 @@ class Features:
     cached: DataFrame  #: the persisted customer-grain aggregate ``table`` is derived from
     reference_date: dt.date
     reference_rule: str  #: how the reference date was set (saved in ``run.json``)
+    rejected: Optional[DataFrame] = None  #: rows rejected as errors, for ``rejected/`` (lazy)
 
     def release(self) -> None:
         """Unpersist the cached aggregate (once ``table`` is written)."""
@@ -169,6 +170,8 @@ def compute_features(
 
     source = get_source(options.source)
     feature_set = source.feature_set(options)
+    # An earlier output (OUT/tables of ingest) is read from its published run.
+    options = dataclasses.replace(options, input=resolve(spark, options.input).path)
     input_bytes = storage.size_in_bytes(spark, options.input)
     manifest.set("shuffle_partitions", size_shuffle_partitions(spark, input_bytes))
     with manifest.stage("read_and_aggregate"):
@@ -188,6 +191,7 @@ def compute_features(
     without_activity = int(counts.pop("customers_without_activity"))
     latest_event: Optional[str] = counts.pop("latest_event")
     latest_date: Optional[dt.date] = counts.pop("latest_event_date")
+    checks = {k: counts.pop(k) for k in list(counts) if k.startswith(ft.CHECK_PREFIX)}
     dropped = {
         name[len(ft.DROPPED_PREFIX):]: int(value or 0) for name, value in counts.items()
     }
@@ -195,6 +199,7 @@ def compute_features(
         _check_dates(
             source, tagged.raw, options, rows_read, dropped.get(source.date_drop_reason, 0)
         )
+        rejected = source.check_input(tagged, options, rows_read, dropped, checks)
     except InputError:
         aggregates.unpersist()
         raise
@@ -208,6 +213,8 @@ def compute_features(
             "kept": rows_read - sum(
                 n for reason, n in dropped.items() if reason != STREAM_ROWS_WITHOUT_SEARCH
             ),
+            "rejected": {r: dropped.get(r, 0) for r in source.reject_reasons},
+            "max_reject_fraction": options.max_reject_fraction,
         },
     )
     manifest.set(
@@ -217,6 +224,8 @@ def compute_features(
     if customers == 0 or latest_date is None:
         aggregates.unpersist()
         reasons = ", ".join(f"{reason}={n:,}" for reason, n in dropped.items() if n)
+        if rows_read == 0:
+            raise EmptyResultError(f"{options.input} holds no {unit}: a header line only?")
         raise EmptyResultError(
             f"no customers left after cleaning {options.input}: {rows_read:,} {unit} read"
             + (f", dropped {reasons}" if reasons else "")
@@ -237,7 +246,15 @@ def compute_features(
         cached=aggregates,
         reference_date=reference,
         reference_rule=FIXED if options.reference_date else DAY_AFTER_LATEST_EVENT,
+        rejected=rejected,
     )
+
+
+def _write_rejected(layout: OutputLayout, result: Features, manifest: RunManifest) -> None:
+    """Write ``rejected/`` (raw columns as text and ``reason``) when rows were rejected."""
+    if result.rejected is not None:
+        with manifest.stage("write_rejected"):
+            layout.write_parquet(result.rejected, "rejected")
 
 
 def describe_features(
@@ -274,6 +291,7 @@ def features_stage(
     result = compute_features(spark, options, manifest)
     try:
         layout.clear()
+        _write_rejected(layout, result, manifest)
         with manifest.stage("write_features"):
             layout.write_parquet(result.table, "features")
     finally:
@@ -327,8 +345,8 @@ def read_features(
     Returns the table and the run description saved beside it (``None`` for a table this
     product did not write).
     """
-    readers.require_exists(spark, path)
-    folder = path.rstrip("/")
+    folder = resolve(spark, path).path.rstrip("/")  # OUT, OUT/features: the published run's
+    readers.require_exists(spark, folder)
     if "features" in storage.list_names(spark, folder):
         folder = storage.join_path(folder, "features")
     table = spark.read.parquet(folder)
@@ -352,6 +370,24 @@ def _check_feature_columns(table: DataFrame, feature_set: ft.FeatureSet) -> None
         raise InputError(
             f"--features names column(s) with missing values: {', '.join(with_nulls)}; "
             "cluster on complete columns"
+        )
+
+
+def _check_segments(chosen: Any, columns: Sequence[str], transform: str) -> None:
+    """Stop when the chosen k gave fewer than two segments; warn when it gave fewer than k.
+
+    (Bisecting) k-means return fewer clusters than k when the customers have fewer distinct
+    points than k (e.g. every customer bought once, the same amount, on the same day).
+    """
+    if chosen.non_empty_clusters < 2:
+        raise EmptyResultError(
+            f"nothing to segment: the customers have fewer than 2 distinct points on "
+            f"{', '.join(columns)} (after the {transform} transform); every k gave one cluster"
+        )
+    if chosen.non_empty_clusters < chosen.k:
+        log.warning(
+            "k=%d gives %d segments: the customers have fewer distinct points than k",
+            chosen.k, chosen.non_empty_clusters,
         )
 
 
@@ -404,6 +440,7 @@ def cluster_stage(
         results = sweep.results
         method = options.select if len(ks) > 1 else "fixed"
         chosen = clustering.choose_k(results, "silhouette" if method == "fixed" else method)
+        _check_segments(next(r for r in results if r.k == chosen), columns, options.transform)
         with manifest.stage("fit_final_model"):  # the sweep's model when it saw everyone
             model = clustering.fit_segments(
                 features, columns, chosen, feature_set.value_weights,
@@ -560,6 +597,7 @@ def run_stage(
         _check_feature_columns(result.table, feature_set)
         feasible_ks(cluster_opts.ks, result.customers)  # before anything is written
         layout.clear()
+        _write_rejected(layout, result, manifest)
         with manifest.stage("write_features"):
             features_path = layout.write_parquet(result.table, "features")
     finally:  # the cached aggregate is released on every path, errors included
@@ -652,6 +690,8 @@ def score_stage(
     output: str,
     overwrite: bool,
     manifest: RunManifest,
+    text: Optional[readers.TextOptions] = None,
+    max_reject_fraction: float = ft.DEFAULT_MAX_REJECT_FRACTION,
 ) -> Tuple[List[Dict[str, Any]], ft.FeatureSet]:
     """``segmentation score``: apply a saved run to new data, without refitting anything.
 
@@ -663,7 +703,7 @@ def score_stage(
     from segmentation.segments.clustering import SegmentationModel
     from segmentation.segments.scales import Scales
 
-    trained = _finished_run(spark, model_dir)
+    model_dir, trained = _finished_run(spark, model_dir)
     if not trained.clustering or not trained.scores:
         raise InputError(f"{model_dir} holds no fitted model (a {trained.command} run)")
     if source is not None and source != trained.source:
@@ -675,7 +715,7 @@ def score_stage(
     layout.check(overwrite)
     options = FeatureOptions.with_rules(
         trained.source, trained.rules, input_path, input_format, reference_date,
-        sqlite_partitions,
+        sqlite_partitions, text, max_reject_fraction,
     )
     model = SegmentationModel.load(storage.join_path(model_dir, trained.clustering["model"]))
     scales = Scales.from_documents(trained.scores, trained.value_tiers)
@@ -685,6 +725,7 @@ def score_stage(
     result = compute_features(spark, options, manifest)
     try:
         layout.clear()
+        _write_rejected(layout, result, manifest)
         with manifest.stage("write_features"):
             features_path = layout.write_parquet(result.table, "features")
     finally:
@@ -709,9 +750,13 @@ def score_stage(
 # ------------------------------------------------------------------------------ finished runs
 
 
-def _finished_run(spark: SparkSession, run_dir: str) -> RunDescription:
-    """The description of the finished run in ``run_dir`` (``_SUCCESS`` and assignments)."""
-    readers.require_exists(spark, run_dir)
+def _finished_run(spark: SparkSession, path: str) -> Tuple[str, RunDescription]:
+    """The published run ``path`` names (an output folder or a run folder) and its description.
+
+    The run must be finished (``_SUCCESS``) and hold assignments.
+    """
+    readers.require_exists(spark, path)
+    run_dir = resolve_run(spark, path)
     description = RunDescription.load(spark, run_dir)
     names = storage.list_names(spark, run_dir)
     if "_SUCCESS" not in names:
@@ -721,7 +766,7 @@ def _finished_run(spark: SparkSession, run_dir: str) -> RunDescription:
             f"{run_dir} has no assignments/: it is a {description.command} run; "
             "run, cluster or score write assignments"
         )
-    return description
+    return run_dir, description
 
 
 def audiences_stage(
@@ -741,10 +786,10 @@ def audiences_stage(
     """
     from segmentation.segments.audiences import audience_names, audience_rows
 
-    _finished_run(spark, run_dir)
+    run_dir, _ = _finished_run(spark, run_dir)
     layout = OutputLayout(spark, run_dir, "audiences")
     layout.check(overwrite)
-    assignments = spark.read.parquet(layout.path("assignments"))
+    assignments = spark.read.parquet(storage.join_path(run_dir, "assignments"))
     if by not in assignments.columns:
         raise InputError(
             f"{run_dir}/assignments has no {by} column (a run of an older version?); "
@@ -784,7 +829,7 @@ def audiences_stage(
     }
     layout.write_json("audiences/counts.json", document)
     manifest.set("audiences", document)
-    manifest.set("outputs", {"audiences": layout.path("audiences")})
+    manifest.set("outputs", layout.outputs())
     layout.publish(manifest)
     for entry in entries:
         log.info("audience %s: %s customers", entry["file"], f"{entry['customers']:,}")
@@ -808,10 +853,10 @@ def compare_stage(
     from segmentation.reporting import load_report_inputs, write_report
     from segmentation.segments.migration import LOST, NEW, migration
 
-    _finished_run(spark, run_a)
-    _finished_run(spark, run_b)
-    target = output or run_b
-    layout = OutputLayout(spark, target, "compare")
+    run_a, _ = _finished_run(spark, run_a)
+    run_b, _ = _finished_run(spark, run_b)
+    target = output or run_b  # a new run in --output, or an addition to RUN_B
+    layout = OutputLayout(spark, target, "compare", adds_to_run=output is None)
     layout.check(overwrite)
     earlier = spark.read.parquet(storage.join_path(run_a, "assignments"))
     later = spark.read.parquet(storage.join_path(run_b, "assignments"))
@@ -845,6 +890,6 @@ def compare_stage(
                 for r in rows
             ]))
     manifest.set("comparison", {k: v for k, v in document.items() if k != "migration"})
-    manifest.set("outputs", {"migration": path, "migration.json": layout.path("migration.json")})
+    manifest.set("outputs", layout.outputs())
     layout.publish(manifest)
     return document

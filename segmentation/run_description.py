@@ -153,12 +153,16 @@ class RunDescription:
 
 
 def find_run_dir(spark: SparkSession, path: str) -> Optional[str]:
-    """The run folder holding ``path``: ``path`` itself or its parent (``RUN/features``)."""
-    candidates = [path.rstrip("/")]
-    parent = path.rstrip("/").rsplit("/", 1)[0]
-    if parent and parent != candidates[0]:
-        candidates.append(parent)
-    for candidate in candidates:
-        if storage.exists(spark, storage.join_path(candidate, FILE_NAME)):
-            return candidate
+    """The finished run folder holding ``path`` (with a ``run.json``), or ``None``.
+
+    ``path`` goes through :func:`segmentation.layout.resolve`, the one resolver of product
+    outputs: an output folder is read through its ``LATEST`` pointer, ``OUT/features`` is the
+    ``features/`` of that run, ``OUT/runs/<run_id>/features`` belongs to that run, and a run
+    folder of an earlier version (``RUN`` or ``RUN/features``) is found by its ``run.json``.
+    """
+    from segmentation.layout import resolve
+
+    run_dir = resolve(spark, path).run_dir
+    if run_dir is not None and storage.exists(spark, storage.join_path(run_dir, FILE_NAME)):
+        return run_dir
     return None

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from outputs import published
 from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
@@ -68,7 +69,7 @@ def test_events_source_with_column_mapping(spark: SparkSession, tmp_path: Path) 
     assert main(["run", "--source", "events", "--input", str(log), "--output", str(out),
                  "--customer-col", "user", "--timestamp-col", "when", "--session-col", "order",
                  "--amount-col", "total", "--k", "2-3"]) == 0
-    features = spark.read.parquet(str(out / "features")).filter("customer_id = 'u7'")
+    features = spark.read.parquet(str(published(out) / "features")).filter("customer_id = 'u7'")
     # u7: orders o7-0..o7-3 on 2024-03-08..11, 20.00 each; 03-11 is the latest event of all,
     # so the reference date is 2024-03-12.
     assertDataFrameEqual(
@@ -76,7 +77,7 @@ def test_events_source_with_column_mapping(spark: SparkSession, tmp_path: Path) 
         spark.createDataFrame([(1, 4, 80.0, 4)],
                               "recency_days int, frequency long, monetary double, events long"),
     )
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((published(out) / "manifest.json").read_text())
     assert manifest["source"] == "events"
     assert manifest["clustering"]["feature_columns"] == ["recency_days", "frequency", "monetary"]
 
@@ -92,19 +93,19 @@ def test_spark_submit_runs_the_job_script(retail_sample: Path, tmp_path: Path) -
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (out / "_SUCCESS").exists()
+    assert (published(out) / "_SUCCESS").exists()
     # spark-submit merges the Python driver's stderr (progress logging) into stdout.
     lines = done.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("cluster  segment"))
     assert [line.split()[0] for line in lines[start + 1:start + 4]] == ["0", "1", "2"]
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((published(out) / "manifest.json").read_text())
     assert manifest["clustering"]["selection"] == "fixed"
     assert manifest["customers"]["kept"] == 254  # = the DuckDB oracle of test_e2e_retail
     # With the jobs' own session settings (not the test fixture's), outputs are sized to the
     # data: 254 customers are not 200 files, and no Spark progress bar garbles the log.
     assert manifest["shuffle_partitions"] == 2
     for table in ("features", "assignments", "profiles"):
-        parts = [p for p in (out / table).iterdir() if p.name.startswith("part-")]
+        parts = [p for p in (published(out) / table).iterdir() if p.name.startswith("part-")]
         assert 1 <= len(parts) <= 2, (table, len(parts))
     assert "[Stage " not in done.stdout + done.stderr
 
@@ -127,18 +128,19 @@ def test_features_then_cluster_as_two_steps(
     stage1 = tmp_path / "features-run"
     assert main(["features", "--source", "retail", "--input", str(retail_sample),
                  "--output", str(stage1)]) == 0
-    assert sorted(p.name for p in stage1.iterdir()) == [
+    assert sorted(p.name for p in stage1.iterdir()) == ["LATEST", "runs"]
+    assert sorted(p.name for p in published(stage1).iterdir()) == [
         "_SUCCESS", "features", "manifest.json", "run.json"]
     stage2 = tmp_path / "segments"
     # --input may be the features folder or the earlier run's output folder holding it
     assert main(["cluster", "--input", str(stage1), "--output", str(stage2), "--k", "2-3",
                  "--features", "recency_days,frequency", "--select", "elbow"]) == 0
-    assert sorted(p.name for p in stage2.iterdir()) == sorted(
+    assert sorted(p.name for p in published(stage2).iterdir()) == sorted(
         ["_SUCCESS", "assignments", "k_selection", "k_selection.json", "manifest.json", "model",
          "profiles", "profiles.json", "report", "run.json"]
     )
     # The cluster run describes itself: source and rules from the features run, its own choice
-    described = json.loads((stage2 / "run.json").read_text())
+    described = json.loads((published(stage2) / "run.json").read_text())
     assert described["format"] == "segmentation-run/1" and described["command"] == "cluster"
     assert described["source"] == "retail" and described["rules"]["cancellations"] == "net"
     assert described["feature_set"]["cluster_columns"] == ["recency_days", "frequency"]
@@ -148,12 +150,12 @@ def test_features_then_cluster_as_two_steps(
     assert described["clustering"]["k"] in (2, 3)
     assert [s["cluster"] for s in described["segments"]] == list(
         range(described["clustering"]["k"]))
-    manifest = json.loads((stage2 / "manifest.json").read_text())
+    manifest = json.loads((published(stage2) / "manifest.json").read_text())
     assert manifest["clustering"]["feature_columns"] == ["recency_days", "frequency"]
     assert manifest["clustering"]["selection"] == "elbow"
     assert manifest["customers"]["kept"] == 254
-    assignments = spark.read.parquet(str(stage2 / "assignments"))
-    features = spark.read.parquet(str(stage1 / "features"))
+    assignments = spark.read.parquet(str(published(stage2) / "assignments"))
+    features = spark.read.parquet(str(published(stage1) / "features"))
     assert assignments.select("customer_id").exceptAll(features.select("customer_id")).count() == 0
     assert assignments.count() == 254
 
@@ -165,12 +167,14 @@ def test_same_seed_same_segments(spark: SparkSession, retail_sample: Path, tmp_p
         assert main(["run", "--source", "retail", "--input", str(retail_sample), "--output",
                      str(out), "--k", "2-3", "--seed", "11", "--sample-fraction", "0.7"]) == 0
     first, second = (
-        spark.read.parquet(str(out / "assignments")).select("customer_id", "cluster", "segment")
+        spark.read.parquet(str(published(out) / "assignments")).select(
+            "customer_id", "cluster", "segment")
         for out in outputs
     )
     assertDataFrameEqual(first, second)
-    assert (outputs[0] / "k_selection.json").read_text() != ""
-    runs = [json.loads((out / "k_selection.json").read_text())["results"] for out in outputs]
+    assert (published(outputs[0]) / "k_selection.json").read_text() != ""
+    runs = [json.loads((published(out) / "k_selection.json").read_text())["results"]
+            for out in outputs]
     assert [(r["k"], r["wssse"], r["silhouette"]) for r in runs[0]] == [
         (r["k"], r["wssse"], r["silhouette"]) for r in runs[1]
     ]

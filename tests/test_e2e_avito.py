@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, Tuple
 
 import pytest
+from outputs import published
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
@@ -51,7 +52,7 @@ def oracle_rfe(database: Path) -> Dict[str, Tuple[int, int, int, int]]:
 
 
 def features_of(spark: SparkSession, output: Path) -> DataFrame:
-    return spark.read.parquet(str(output / "features"))
+    return spark.read.parquet(str(published(output) / "features"))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_features_from_sqlite_equal_sqlite_sql(
 
 
 def test_manifest_counts_searches(sqlite_features: Path, database: Path) -> None:
-    manifest = json.loads((sqlite_features / "manifest.json").read_text())
+    manifest = json.loads((published(sqlite_features) / "manifest.json").read_text())
     with sqlite3.connect(database) as conn:
         searches = conn.execute("SELECT count(*) FROM SearchInfo").fetchone()[0]
         outside = conn.execute(
@@ -95,14 +96,15 @@ def test_ingest_then_features_from_parquet_match_sqlite(
     ingested = tmp_path / "ingested"
     assert main(["ingest", "--source", "avito", "--input", str(database),
                  "--output", str(ingested), "--sqlite-partitions", "2"]) == 0
-    manifest = json.loads((ingested / "manifest.json").read_text())
+    manifest = json.loads((published(ingested) / "manifest.json").read_text())
     with sqlite3.connect(database) as conn:
         for table in ("trainSearchStream", "SearchInfo"):
             count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             assert manifest["tables"][table]["rows"] == count
             assert manifest["tables"][table]["rows_per_second"] > 0
-            assert spark.read.parquet(str(ingested / "tables" / table)).count() == count
+            assert spark.read.parquet(str(published(ingested) / "tables" / table)).count() == count
     out = tmp_path / "from-parquet"
+    # OUT/tables: the tables of the published ingest run (read through OUT/LATEST)
     assert main(["features", "--source", "avito", "--input", str(ingested / "tables"),
                  "--output", str(out)]) == 0
     assertDataFrameEqual(features_of(spark, out), features_of(spark, sqlite_features))
@@ -125,26 +127,26 @@ def test_run_on_sqlite_writes_every_output(
     out = tmp_path / "run"
     assert main(["run", "--source", "avito", "--input", str(database), "--output", str(out),
                  "--k", "2-4", "--max-iter", "8", "--sample-fraction", "0.8"]) == 0
-    assert (out / "_SUCCESS").exists()
-    manifest = json.loads((out / "manifest.json").read_text())
+    run = published(out)
+    manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["clustering"]["feature_columns"] == ["recency_days", "frequency", "engagement"]
     assert manifest["clustering"]["sample_fraction"] == 0.8
-    profiles = json.loads((out / "profiles.json").read_text())
+    profiles = json.loads((run / "profiles.json").read_text())
     assert profiles["value_column"] == "frequency"
     segments = profiles["segments"]
     assert [s["cluster"] for s in segments] == list(range(manifest["clustering"]["chosen_k"]))
     assert sum(s["customers"] for s in segments) == manifest["customers"]["kept"]
-    assignments = spark.read.parquet(str(out / "assignments"))
+    assignments = spark.read.parquet(str(run / "assignments"))
     assert assignments.count() == manifest["customers"]["kept"]
     # RFE: the third score is engagement (searches), and the report names clicks as the value.
     assert assignments.columns[-7:] == ["r_score", "f_score", "e_score", "fm_score",
                                         "rfm_segment", "value_score", "value_tier"]
-    described = json.loads((out / "run.json").read_text())
+    described = json.loads((run / "run.json").read_text())
     assert [s["feature"] for s in described["scores"]["specs"]] == [
         "recency_days", "frequency", "engagement"]
     assert [m["feature"] for m in described["value_tiers"]["metrics"]] == [
         "recency_days", "frequency", "engagement"]
-    assert "Share of clicks" in (out / "report" / "report.html").read_text()
+    assert "Share of clicks" in (run / "report" / "report.html").read_text()
 
 
 def test_missing_table_in_folder(

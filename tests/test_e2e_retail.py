@@ -12,6 +12,7 @@ from typing import Any, Dict
 import duckdb
 import pandas as pd
 import pytest
+from outputs import published
 from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
 
@@ -67,7 +68,7 @@ def run_output(spark: SparkSession, retail_full: Path, tmp_path_factory: Any) ->
          "--k", "2-5", "--seed", "7", "--max-iter", "10"]
     )
     assert status == 0
-    return out
+    return published(out)  # the run folder OUT/LATEST names
 
 
 @pytest.fixture(scope="module")
@@ -174,9 +175,9 @@ def test_dates_do_not_move_with_the_drivers_time_zone(retail_full: Path, tmp_pat
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((published(out) / "manifest.json").read_text())
     assert manifest["latest_event"] == "2010-12-09 20:01:00"
     assert manifest["reference_date"] == "2010-12-10" and manifest["time_zone"] == "UTC"
-    described = json.loads((out / "run.json").read_text())
+    described = json.loads((published(out) / "run.json").read_text())
     assert described["time_zone"] == "UTC"
     assert described["reference_date"]["date"] == "2010-12-10"

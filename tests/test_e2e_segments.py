@@ -19,6 +19,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from outputs import published
 from pyspark.sql import SparkSession
 
 from segmentation.cli import main
@@ -56,7 +57,9 @@ def runs(
     assert main(["compare", str(first), str(second)]) == 0
     assert main(["audiences", "--run", str(first)]) == 0
     assert main(["audiences", "--run", str(second), "--by", "rfm_segment", "--gzip"]) == 0
-    yield {"first": first, "second": second}
+    # The published run folders (OUT/runs/<run_id>), and the output folders themselves.
+    yield {"first": published(first), "second": published(second),
+           "first_output": first, "second_output": second}
 
 
 def read(run: Path, name: str) -> pd.DataFrame:
@@ -219,9 +222,15 @@ def test_score_refuses_another_source_and_existing_output(
         assert main(argv) == 2
         return next(x for x in capsys.readouterr().err.splitlines() if x.startswith("error: "))
 
-    assert error(["score", "--model", str(runs["first"]), "--source", "avito", "--input",
-                  str(periods["second"]), "--output", str(runs["first"]) + "-x"]) == (
+    assert error(["score", "--model", str(runs["first_output"]), "--source", "avito",
+                  "--input", str(periods["second"]), "--output",
+                  str(runs["first_output"]) + "-x"]) == (
         f"error: --source avito does not match the run in {runs['first']}, which was fitted "
         "on retail data")
     assert error(["score", "--model", str(runs["first"]), "--input", str(periods["second"]),
-                  "--output", str(runs["second"])]).endswith("pass --overwrite to replace")
+                  "--output", str(runs["second_output"])]).endswith(
+        "pass --overwrite to replace")
+    # A run folder is not an output folder: writing into it is refused, even with --overwrite.
+    assert f"error: output {runs['second']} is a run folder of the output " in error(
+        ["score", "--model", str(runs["first"]), "--input", str(periods["second"]),
+         "--output", str(runs["second"]), "--overwrite"])

@@ -64,22 +64,23 @@ def test_run_description_round_trip_and_foreign_json() -> None:
         RunDescription.from_dict({"format": "something-else"}, "x/run.json")
 
 
-def test_layout_replaces_a_whole_run_but_refuses_without_overwrite(
+def test_layout_refuses_a_run_of_an_earlier_version_even_with_overwrite(
     spark: SparkSession, tmp_path: Path
 ) -> None:
     root = tmp_path / "out"
     for name in ("features", "assignments", "audiences", "model"):
         (root / name).mkdir(parents=True)
-    for name in ("manifest.json", "_SUCCESS", "notes.txt"):
+    for name in ("manifest.json", "_SUCCESS"):
         (root / name).write_text("")
     layout = OutputLayout(spark, str(root), "features")
-    with pytest.raises(OutputExistsError, match=r"already holds _SUCCESS, assignments, "
-                       r"audiences, features, manifest.json, model; pass --overwrite"):
-        layout.check(overwrite=False)
-    layout.check(overwrite=True)
-    layout.clear()
-    # A new features run leaves no entry of the old run behind, and nothing it does not own.
-    assert sorted(p.name for p in root.iterdir()) == ["notes.txt"]
+    for overwrite in (False, True):
+        with pytest.raises(OutputExistsError, match=r"holds the outputs of an earlier version "
+                           r"of segmentation \(_SUCCESS, assignments, audiences, features, "
+                           r"manifest.json, model\) at its top"):
+            layout.check(overwrite=overwrite)
+    # Nothing was touched; every entry a command writes is one the layout knows.
+    assert sorted(p.name for p in root.iterdir()) == [
+        "_SUCCESS", "assignments", "audiences", "features", "manifest.json", "model"]
     assert set(ENTRIES["run"]) <= KNOWN_ENTRIES
 
 

@@ -25,6 +25,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 from botocore.exceptions import ClientError
+from outputs import published
 from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
@@ -174,6 +175,12 @@ def top_level_names(keys: List[str], prefix: str) -> Set[str]:
     return {key[len(prefix):].split("/", 1)[0] for key in keys}
 
 
+def run_prefix(server: S3Server, output: str) -> str:
+    """The key prefix of the run ``<output>/LATEST`` names (``out/retail/runs/<run_id>/``)."""
+    pointer = json.loads(server.read(f"{output.rstrip('/')}/LATEST"))
+    return f"{output.rstrip('/')}/{pointer['path']}/"
+
+
 # ------------------------------------------------------------------------------ retail
 
 
@@ -184,25 +191,28 @@ def retail_run(server: S3Server, spark: SparkSession) -> Dict[str, Any]:
                    "--output", f"s3://{BUCKET}/out/retail", "--k", "2-3"])
     assert status == 0
     print(f"retail run on S3: {time.monotonic() - started:.1f} s")
-    return {"manifest": json.loads(server.read("out/retail/manifest.json"))}
+    run = run_prefix(server, "out/retail")
+    return {"manifest": json.loads(server.read(f"{run}manifest.json")), "run": run}
 
 
 def test_retail_run_writes_the_output_contract_on_s3(
     server: S3Server, retail_run: Dict[str, Any], retail_sample: Path
 ) -> None:
-    keys = server.keys("out/retail/")
-    assert top_level_names(keys, "out/retail/") == OUTPUTS
+    assert top_level_names(server.keys("out/retail/"), "out/retail/") == {"LATEST", "runs"}
+    run = retail_run["run"]  # out/retail/runs/<run_id>/
+    keys = server.keys(run)
+    assert top_level_names(keys, run) == OUTPUTS
     for name in ("profiles.json", "k_selection.json", "manifest.json", "_SUCCESS"):
-        assert f"out/retail/{name}" in keys
+        assert f"{run}{name}" in keys
     for name in PARQUET_OUTPUTS:
-        assert f"out/retail/{name}/_SUCCESS" in keys
-        assert any(k.startswith(f"out/retail/{name}/part-") and k.endswith(".parquet")
+        assert f"{run}{name}/_SUCCESS" in keys
+        assert any(k.startswith(f"{run}{name}/part-") and k.endswith(".parquet")
                    for k in keys), name
-    assert "out/retail/model/metadata/part-00000" in keys
-    assert {"out/retail/run.json", "out/retail/report/report.html",
-            "out/retail/report/rfm_grid.png"} <= set(keys)
+    assert f"{run}model/metadata/part-00000" in keys
+    assert {f"{run}run.json", f"{run}report/report.html",
+            f"{run}report/rfm_grid.png"} <= set(keys)
     assert not [k for k in keys if "_temporary" in k or k.endswith(".crc")]
-    assert server.read("out/retail/_SUCCESS") == b""
+    assert server.read(f"{run}_SUCCESS") == b""
 
     manifest = retail_run["manifest"]
     assert manifest["inputs"] == [
@@ -211,16 +221,16 @@ def test_retail_run_writes_the_output_contract_on_s3(
     with gzip.open(retail_sample, "rt", encoding="utf-8") as lines:
         data_lines = sum(1 for _ in lines) - 1
     assert manifest["rows"]["read"] == data_lines == 34766
-    assert manifest["outputs"]["features"] == f"s3://{BUCKET}/out/retail/features"
-    assert manifest["outputs"]["_SUCCESS"] == f"s3://{BUCKET}/out/retail/_SUCCESS"
+    assert manifest["outputs"]["features"] == f"s3://{BUCKET}/{run}features"
+    assert manifest["outputs"]["_SUCCESS"] == f"s3://{BUCKET}/{run}_SUCCESS"
 
-    profiles = json.loads(server.read("out/retail/profiles.json"))
-    k_selection = json.loads(server.read("out/retail/k_selection.json"))
+    profiles = json.loads(server.read(f"{run}profiles.json"))
+    k_selection = json.loads(server.read(f"{run}k_selection.json"))
     assert [r["k"] for r in k_selection["results"]] == [2, 3]
     chosen = manifest["clustering"]["chosen_k"]
     assert len(profiles["segments"]) == k_selection["chosen_k"] == chosen
     assert sum(s["customers"] for s in profiles["segments"]) == manifest["customers"]["kept"]
-    parts = [k for k in keys if k.startswith("out/retail/assignments/part-")]
+    parts = [k for k in keys if k.startswith(f"{run}assignments/part-")]
     assigned = sum(pq.read_table(io.BytesIO(server.read(k))).num_rows for k in parts)
     assert assigned == manifest["customers"]["kept"]
 
@@ -232,9 +242,9 @@ def test_retail_features_on_s3_equal_a_local_run(
     local = tmp_path / "local"
     assert main(["features", "--source", "retail", "--input", str(retail_sample),
                  "--output", str(local)]) == 0
-    from_s3 = spark.read.parquet(f"s3://{BUCKET}/out/retail/features")
+    from_s3 = spark.read.parquet(f"s3://{BUCKET}/{retail_run['run']}features")
     assert from_s3.count() == retail_run["manifest"]["customers"]["kept"]
-    assertDataFrameEqual(from_s3, spark.read.parquet(str(local / "features")))
+    assertDataFrameEqual(from_s3, spark.read.parquet(str(published(local) / "features")))
 
 
 def test_second_run_refuses_to_overwrite_s3_output(
@@ -243,8 +253,9 @@ def test_second_run_refuses_to_overwrite_s3_output(
     before = server.keys("out/retail/")
     line = run_fails(["run", "--source", "retail", "--input", f"s3://{BUCKET}/{RETAIL_KEY}",
                       "--output", f"s3://{BUCKET}/out/retail/", "--k", "2"], capsys)
-    assert line.startswith(f"error: output s3://{BUCKET}/out/retail/ already holds ")
-    assert "manifest.json" in line and "_SUCCESS" in line
+    run_id = retail_run["run"].rstrip("/").rsplit("/", 1)[-1]
+    assert line == f"error: output s3://{BUCKET}/out/retail/ already holds run {run_id}; " \
+        "pass --overwrite to replace"
     assert server.keys("out/retail/") == before
 
 
@@ -255,33 +266,38 @@ def test_score_audiences_and_compare_on_s3(
     trained, scored = f"s3://{BUCKET}/out/retail", f"s3://{BUCKET}/out/retail-scored"
     assert main(["score", "--model", trained, "--input", f"s3://{BUCKET}/{RETAIL_KEY}",
                  "--output", scored]) == 0
-    keys = server.keys("out/retail-scored/")
+    run = run_prefix(server, "out/retail-scored")
+    keys = server.keys(run)
     assert {"assignments", "features", "profiles", "profiles.json", "run.json", "report",
-            "manifest.json", "_SUCCESS"} == top_level_names(keys, "out/retail-scored/")
+            "manifest.json", "_SUCCESS"} == top_level_names(keys, run)
     # Scoring the training data with its own run reproduces the training assignments.
     columns = ["customer_id", "cluster", "segment", "r_score", "f_score", "m_score",
                "rfm_segment", "value_tier"]
-    assertDataFrameEqual(spark.read.parquet(f"{scored}/assignments").select(*columns),
-                         spark.read.parquet(f"{trained}/assignments").select(*columns))
+    assertDataFrameEqual(
+        spark.read.parquet(f"s3://{BUCKET}/{run}assignments").select(*columns),
+        spark.read.parquet(f"s3://{BUCKET}/{retail_run['run']}assignments").select(*columns))
 
     assert main(["audiences", "--run", scored, "--by", "value_tier"]) == 0
-    audience_keys = {k.rsplit("/", 1)[1] for k in server.keys("out/retail-scored/audiences/")}
-    counts = json.loads(server.read("out/retail-scored/audiences/counts.json"))
+    audience_keys = {k.rsplit("/", 1)[1] for k in server.keys(f"{run}audiences/")}
+    counts = json.loads(server.read(f"{run}audiences/counts.json"))
     assert audience_keys == {"counts.json"} | {a["file"] for a in counts["audiences"]}
     assert sum(a["customers"] for a in counts["audiences"]) == 254
     first = counts["audiences"][0]
-    lines = server.read(f"out/retail-scored/audiences/{first['file']}").decode().splitlines()
+    lines = server.read(f"{run}audiences/{first['file']}").decode().splitlines()
     assert lines[0] == "customer_id" and len(lines) == first["customers"] + 1
 
     assert main(["compare", trained, scored]) == 0
-    migration = json.loads(server.read("out/retail-scored/migration.json"))
+    migration = json.loads(server.read(f"{run}migration.json"))
     assert migration["same_segment"] == 254 and migration["new_in_b"] == 0
-    assert "out/retail-scored/report/migration.png" in server.keys("out/retail-scored/report/")
+    assert f"{run}report/migration.png" in server.keys(f"{run}report/")
+    assert {f"{run}audiences.manifest.json", f"{run}compare.manifest.json"} <= set(
+        server.keys(run))
+    assert not server.keys(f"{run}_staging")  # published, staging removed
     # A second audiences run needs --overwrite; nothing changes without it.
     before = server.keys("out/retail-scored/")
     line = run_fails(["audiences", "--run", scored], capsys)
-    assert line == f"error: output {scored} already holds audiences, audiences.manifest.json; " \
-        "pass --overwrite to replace"
+    assert line == f"error: output s3://{BUCKET}/{run.rstrip('/')} already holds audiences, " \
+        "audiences.manifest.json; pass --overwrite to replace"
     assert server.keys("out/retail-scored/") == before
 
 
@@ -291,9 +307,10 @@ def test_score_audiences_and_compare_on_s3(
 def test_avito_parquet_tables_on_s3(server: S3Server, spark: SparkSession) -> None:
     assert main(["run", "--source", "avito", "--input", f"s3://{BUCKET}/{AVITO_PREFIX}",
                  "--output", f"s3://{BUCKET}/out/avito", "--k", "2-3"]) == 0
-    keys = server.keys("out/avito/")
-    assert top_level_names(keys, "out/avito/") == OUTPUTS
-    manifest = json.loads(server.read("out/avito/manifest.json"))
+    run = run_prefix(server, "out/avito")
+    keys = server.keys(run)
+    assert top_level_names(keys, run) == OUTPUTS
+    manifest = json.loads(server.read(f"{run}manifest.json"))
     assert manifest["inputs"] == [{"path": f"s3://{BUCKET}/{AVITO_PREFIX}", "format": "auto"}]
     assert manifest["rows"]["unit"] == "searches"
     [(searches, in_stream, users)] = duckdb.sql(
@@ -319,10 +336,9 @@ def test_ingest_local_sqlite_to_s3_then_features_from_s3(
     tables = f"s3://{BUCKET}/out/ingested"
     assert main(["ingest", "--source", "avito", "--input", str(database),
                  "--output", tables, "--sqlite-partitions", "2"]) == 0
-    assert top_level_names(server.keys("out/ingested/"), "out/ingested/") == {
-        "tables", "manifest.json", "_SUCCESS",
-    }
-    manifest = json.loads(server.read("out/ingested/manifest.json"))
+    run = run_prefix(server, "out/ingested")
+    assert top_level_names(server.keys(run), run) == {"tables", "manifest.json", "_SUCCESS"}
+    manifest = json.loads(server.read(f"{run}manifest.json"))
     with sqlite3.connect(database) as conn:
         for table in ("trainSearchStream", "SearchInfo"):
             count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
@@ -330,11 +346,13 @@ def test_ingest_local_sqlite_to_s3_then_features_from_s3(
     local = tmp_path / "local-features"
     assert main(["features", "--source", "avito", "--input", str(database),
                  "--output", str(local)]) == 0
+    # OUT/tables: the tables of the published ingest run, through OUT/LATEST.
     assert main(["features", "--source", "avito", "--input", f"{tables}/tables",
                  "--output", f"s3://{BUCKET}/out/ingested-features"]) == 0
+    features_run = run_prefix(server, "out/ingested-features")
     assertDataFrameEqual(
-        spark.read.parquet(f"s3a://{BUCKET}/out/ingested-features/features"),
-        spark.read.parquet(str(local / "features")),
+        spark.read.parquet(f"s3a://{BUCKET}/{features_run}features"),
+        spark.read.parquet(str(published(local) / "features")),
     )
 
 
@@ -414,7 +432,8 @@ def test_read_only_credentials_fail_at_the_first_write(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
     line = run_fails(["features", "--source", "retail", "--input", f"s3://{BUCKET}/{RETAIL_KEY}",
                       "--output", f"s3://{BUCKET}/out/read-only"], capsys)
-    assert line.startswith(f"error: access to s3://{BUCKET}/out/read-only/features denied ")
+    assert line.startswith(f"error: access to s3://{BUCKET}/out/read-only/runs/")
+    assert "/features denied " in line
     assert server.keys("out/read-only") == []
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict, Hashable, Sequence, Tuple
 
 import pytest
+from outputs import published
 from pyspark.sql import SparkSession
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
@@ -246,6 +247,7 @@ def test_run_with_gmm_and_stability(
     out = tmp_path / "out"
     assert main(["run", "--source", "retail", "--input", str(retail_sample), "--output",
                  str(out), "--k", "3-4", "--algorithm", "gmm", "--stability-seeds", "2"]) == 0
+    out = published(out)  # the run folder OUT/LATEST names
     selection = json.loads((out / "k_selection.json").read_text())
     assert selection["algorithm"] == "gmm" and selection["method"] == "silhouette"
     assert selection["stability"]["seeds"] == 2

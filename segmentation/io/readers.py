@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from segmentation.errors import InputError
+from segmentation.errors import InputError, SegmentationError
 from segmentation.io import storage
 from segmentation.io.schemas import AVITO_TABLES
 
@@ -50,11 +50,23 @@ def format_from_name(name: str) -> Optional[str]:
     return None
 
 
+def _data_names(names: Sequence[str]) -> List[str]:
+    """Entry names that may hold data: not hidden (``.x``) and not markers (``_SUCCESS``)."""
+    return [name for name in names if not name.startswith((".", "_"))]
+
+
+def require_data(spark: SparkSession, path: str) -> None:
+    """Raise :class:`InputError` when the folder ``path`` holds no data files."""
+    if storage.is_directory(spark, path) and not _data_names(storage.list_names(spark, path)):
+        raise InputError(f"input folder {path} holds no data files")
+
+
 def detect_format(spark: SparkSession, path: str) -> str:
     """Return the format of ``path``: by its name, else by the files inside the folder."""
     by_name = format_from_name(path)
     if by_name is not None:
         return by_name
+    require_data(spark, path)
     formats = {format_from_name(name) for name in storage.list_names(spark, path)}
     formats.discard(None)
     if len(formats) == 1:
@@ -74,27 +86,97 @@ def require_exists(spark: SparkSession, path: str) -> None:
         raise InputError(f"input not found: {path}")
 
 
-def read_table(spark: SparkSession, path: str, fmt: str = "auto") -> DataFrame:
+#: Default ``--encoding`` of CSV/TSV input.
+DEFAULT_ENCODING = "UTF-8"
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """How CSV/TSV text is read (``--encoding``, ``--delimiter``); Parquet ignores them.
+
+    Attributes
+    ----------
+    encoding
+        Character set of the files (Spark's CSV option ``encoding``): ``UTF-8`` (default),
+        ``latin1`` / ``ISO-8859-1`` (UCI Online Retail I), ``cp1252``... Bytes that are not
+        valid in it are read as U+FFFD, which the sources detect and stop on.
+    delimiter
+        Field separator; ``None``: ``,`` for CSV and a tab for TSV.
+    """
+
+    encoding: str = DEFAULT_ENCODING
+    delimiter: Optional[str] = None
+
+
+def read_table(
+    spark: SparkSession, path: str, fmt: str = "auto", text: Optional[TextOptions] = None
+) -> DataFrame:
     """Read a CSV/TSV/Parquet file, folder or glob with the columns as the source names them.
 
     CSV and TSV are read with a header line, every column as text (no schema inference: it costs
     a pass and guesses differently per file); the transforms parse and count bad values. CSV uses
-    standard quoting (``"a, b"``, inner quotes doubled); TSV has no quoting, as in Kaggle's dumps.
+    standard quoting (``"a, b"``, inner quotes doubled) and reads quoted fields across lines
+    (Spark's ``multiLine``: a description holding a line break stays one field; the price of it
+    is that one CSV file is read by one task, as a gzipped file always is). TSV has no quoting,
+    as in Kaggle's dumps, so a line is a row.
+
+    Raises
+    ------
+    InputError
+        The path is missing, an empty folder, not a readable file of the format (a damaged
+        ``.gz``, Parquet without a footer), or a file without a header line.
     """
     require_exists(spark, path)
+    text = text or TextOptions()
     if fmt == "auto":
         fmt = detect_format(spark, path)
+    else:
+        require_data(spark, path)
     reader = spark.read
-    if fmt == "parquet":
-        return reader.parquet(path)
-    if fmt == "csv":
-        return reader.options(header=True, escape='"', mode="PERMISSIVE").csv(path)
-    if fmt == "tsv":
-        # quote "\u0000" switches quoting off: Kaggle's TSV text may hold bare quotes.
-        return reader.options(header=True, sep="\t", quote="\u0000", mode="PERMISSIVE").csv(path)
+    try:
+        if fmt == "parquet":
+            return reader.parquet(path)
+        if fmt == "csv":
+            return reader.options(
+                header=True, escape='"', mode="PERMISSIVE", multiLine=True,
+                encoding=text.encoding, sep=text.delimiter or ",",
+            ).csv(path)
+        if fmt == "tsv":
+            # quote "\u0000" switches quoting off: Kaggle's TSV text may hold bare quotes.
+            return reader.options(
+                header=True, sep=text.delimiter or "\t", quote="\u0000", mode="PERMISSIVE",
+                encoding=text.encoding,
+            ).csv(path)
+    except Exception as error:  # reading the header (or Parquet footers) of a damaged file
+        translated = damaged_input_error(error, path)
+        if translated is None:
+            raise
+        raise translated from None
     if fmt == "sqlite":
         raise InputError(f"{path} is a SQLite database; this source reads CSV, TSV or Parquet")
     raise InputError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+#: Separators a misread header line gives away, with the flag that reads such a file.
+_SEPARATORS = (
+    (";", "';'", "--delimiter ';'"),
+    ("\t", "tab", "--format tsv"),
+    ("|", "'|'", "--delimiter '|'"),
+    (",", "','", "--delimiter ','"),
+)
+
+
+def _delimiter_hint(columns: Sequence[str]) -> str:
+    """A hint when the header came out as one column holding another separator, else ``""``."""
+    if len(columns) != 1:
+        return ""
+    for char, name, flag in _SEPARATORS:
+        if char in columns[0]:
+            return (
+                f"; the header line is one column holding {name}: the file seems to be "
+                f"{name}-separated, pass {flag}"
+            )
+    return ""
 
 
 def select_columns(
@@ -117,6 +199,8 @@ def select_columns(
     what
         Names the input in the error message.
     """
+    if not df.columns:
+        raise InputError(f"{what} is empty: no header line (0 bytes, or an empty .gz)")
     present: Dict[str, str] = {name.lower(): name for name in df.columns}
     chosen: List[str] = []
     missing: List[str] = []
@@ -133,7 +217,7 @@ def select_columns(
     if missing:
         raise InputError(
             f"{what} lacks required column(s) {'; '.join(missing)}; "
-            f"it has: {', '.join(present.values())}"
+            f"it has: {', '.join(present.values())}{_delimiter_hint(df.columns)}"
         )
     return df.select(*(F.col(f"`__{c}`").alias(c) for c in chosen))
 
@@ -152,14 +236,16 @@ RETAIL_COLUMNS: Mapping[str, Sequence[str]] = {
 RETAIL_REQUIRED = ("invoice", "stock_code", "quantity", "invoice_date", "price", "customer_id")
 
 
-def read_retail(spark: SparkSession, path: str, fmt: str = "auto") -> DataFrame:
+def read_retail(
+    spark: SparkSession, path: str, fmt: str = "auto", text: Optional[TextOptions] = None
+) -> DataFrame:
     """Read invoice lines of UCI Online Retail II or I (CSV(.gz) or Parquet).
 
     Returns the canonical columns ``invoice, stock_code, [description], quantity, invoice_date,
     price, customer_id, [country]``, in the types the file holds (text for CSV); parse them with
     :func:`segmentation.sources.retail.retail_lines`.
     """
-    table = read_table(spark, path, fmt)
+    table = read_table(spark, path, fmt, text)
     return select_columns(table, RETAIL_COLUMNS, RETAIL_REQUIRED, f"retail input {path}")
 
 
@@ -188,13 +274,17 @@ class EventColumns:
 
 
 def read_events(
-    spark: SparkSession, path: str, columns: EventColumns, fmt: str = "auto"
+    spark: SparkSession,
+    path: str,
+    columns: EventColumns,
+    fmt: str = "auto",
+    text: Optional[TextOptions] = None,
 ) -> DataFrame:
     """Read a generic event log through a column mapping.
 
     Returns ``customer_id, event_time`` and, when mapped, ``amount`` and ``session_id``.
     """
-    table = read_table(spark, path, fmt)
+    table = read_table(spark, path, fmt, text)
     aliases: Dict[str, Sequence[str]] = {
         "customer_id": (columns.customer_id,),
         "event_time": (columns.timestamp,),
@@ -246,7 +336,11 @@ def _find_avito_table(spark: SparkSession, folder: str, table: str) -> str:
 
 
 def read_avito(
-    spark: SparkSession, path: str, fmt: str = "auto", sqlite_partitions: Optional[int] = None
+    spark: SparkSession,
+    path: str,
+    fmt: str = "auto",
+    sqlite_partitions: Optional[int] = None,
+    text: Optional[TextOptions] = None,
 ) -> AvitoTables:
     """Read ``trainSearchStream`` and ``SearchInfo`` from a SQLite database or a folder of tables.
 
@@ -260,6 +354,8 @@ def read_avito(
         ``auto`` (by name), ``sqlite``, or the format of the tables in the folder.
     sqlite_partitions
         Number of parallel rowid-range partitions per SQLite table (default: by table size).
+    text
+        Encoding and delimiter of CSV/TSV tables.
     """
     require_exists(spark, path)
     if fmt == "sqlite" or (fmt == "auto" and format_from_name(path) == "sqlite"):
@@ -279,7 +375,7 @@ def read_avito(
         for name, schema in AVITO_TABLES.items():
             table_path = _find_avito_table(spark, path, name)
             table_fmt = fmt if fmt != "auto" else detect_format(spark, table_path)
-            raw = read_table(spark, table_path, table_fmt)
+            raw = read_table(spark, table_path, table_fmt, text)
             tables[name] = _cast_to_schema(raw, schema, f"Avito table {table_path}")
     return AvitoTables(search_stream=tables["trainSearchStream"], search_info=tables["SearchInfo"])
 
@@ -288,13 +384,27 @@ def read_avito(
 _DAMAGED_FILE_SIGNS = (
     ("Unexpected end of input stream", "a compressed file ends early (truncated or corrupt)"),
     ("Not in GZIP format", "a .gz file is not gzip data"),
+    ("not a gzip file", "a .gz file is not gzip data"),
     ("incorrect header check", "a compressed file is corrupt"),
     ("invalid block type", "a compressed file is corrupt"),
     ("invalid distance too far back", "a compressed file is corrupt"),
     ("is not a Parquet file", "a Parquet file is damaged (no Parquet footer: truncated?)"),
     ("Could not read footer", "a Parquet file is damaged (unreadable footer: truncated?)"),
     ("can not read class org.apache.parquet", "a Parquet file is damaged"),
+    ("too many length or distance symbols", "a compressed file is corrupt"),
+    ("invalid code lengths set", "a compressed file is corrupt"),
+    ("invalid literal/length", "a compressed file is corrupt"),
+    ("invalid stored block lengths", "a compressed file is corrupt"),
+    ("invalid bit length repeat", "a compressed file is corrupt"),
+    ("unknown compression method", "a compressed file is corrupt"),
+    ("ZipException", "a compressed file is corrupt"),
+    ("MalformedInputException", "a file is not text in the given --encoding"),
+    ("Encountered error while reading file", "a file cannot be read (damaged?)"),
+    ("Error reading from input", "a file cannot be read (damaged?)"),
 )
+
+#: The generic signs: the message then names the underlying cause.
+_GENERIC_SIGNS = ("Encountered error while reading file", "Error reading from input")
 
 
 def damaged_input_error(error: BaseException, path: str) -> Optional[InputError]:
@@ -303,12 +413,18 @@ def damaged_input_error(error: BaseException, path: str) -> Optional[InputError]
     Damaged files (a truncated ``.csv.gz``, a Parquet file cut short) fail inside a Spark task
     with a Java exception; the user should see which input and what is wrong, not a stack trace.
     """
+    if isinstance(error, SegmentationError):  # already one line (e.g. from read_table)
+        return None
     text = str(error)
     for sign, meaning in _DAMAGED_FILE_SIGNS:
         if sign in text:
             cause = next(
                 (line.strip() for line in text.splitlines() if sign in line), sign
             )
+            causes = [line.strip()[len("Caused by: "):] for line in text.splitlines()
+                      if line.strip().startswith("Caused by: ")]
+            if sign in _GENERIC_SIGNS and causes:  # name the cause, an I/O one first
+                cause = next((c for c in causes if "IOException" in c), causes[-1])
             cause = cause.rsplit("Exception: ", 1)[-1][:300]
             return InputError(f"cannot read {path}: {meaning} ({cause})")
     return None

@@ -51,6 +51,14 @@ Types
     t WHERE typeof(c) NOT IN ('integer', 'null')`` with ``sqlite3``.
 
 Only tables with a rowid qualify; ``WITHOUT ROWID`` tables and views are refused.
+
+Names
+    Table and column names are never put into SQL as given: the table is looked up in the
+    database's own catalogue (``sqlite_master``), its columns in ``pragma_table_info(?)`` (the
+    name a bound parameter), and only the names as the catalogue spells them are used, quoted
+    as identifiers (``"a""b"``). A name that is not in the catalogue (``x"; DROP TABLE t; --``)
+    is an :class:`~segmentation.errors.InputError` naming what the database has; result columns
+    get positional aliases. The connection is read-only (``mode=ro``) in any case.
 """
 
 from __future__ import annotations
@@ -62,7 +70,7 @@ import re
 import socket
 import sqlite3
 from contextlib import closing
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import quote, unquote, urlparse
 
 import pyarrow as pa
@@ -204,8 +212,11 @@ def read_sqlite_table(
     local = _local_path(path)
     with closing(_open(local)) as con:
         actual = _resolve_table(con, local, table)
-        _check_columns(con, local, actual, schema)
+        stored = _check_columns(con, local, actual, schema)
         lo, hi = _rowid_bounds(con, local, actual)
+    expressions = [
+        _value_expression(field, column) for field, column in zip(schema.fields, stored)
+    ]
     if lo is None or hi is None:
         log.info("SQLite table %s of %s is empty", actual, local)
         return spark.createDataFrame([], out_schema)
@@ -227,7 +238,7 @@ def read_sqlite_table(
         hi,
         len(ranges),
     )
-    sql = _select_sql(actual, schema, expressions)
+    sql = _select_sql(actual, expressions)
     reader = _range_reader(local, actual, sql, ranges, out_schema, batch_rows)
     ids = spark.range(0, len(ranges), 1, numPartitions=len(ranges))
     return ids.mapInArrow(reader, out_schema)
@@ -319,10 +330,14 @@ def _table_names(con: sqlite3.Connection) -> List[str]:
 
 
 def _resolve_table(con: sqlite3.Connection, local: str, table: str) -> str:
-    """Return the stored spelling of ``table`` or raise an InputError listing the tables."""
+    """Return the catalogue's spelling of ``table`` or raise an InputError listing the tables.
+
+    The name returned always comes from ``sqlite_master``, never from the caller.
+    """
     names = _table_names(con)
-    if table in names:
-        return table
+    exact = [name for name in names if name == table]
+    if exact:
+        return exact[0]
     folded = [name for name in names if name.lower() == table.lower()]
     if folded:
         return folded[0]
@@ -330,16 +345,30 @@ def _resolve_table(con: sqlite3.Connection, local: str, table: str) -> str:
     raise InputError(f"SQLite database {local} has no table {table!r} (tables present: {present})")
 
 
-def _check_columns(con: sqlite3.Connection, local: str, table: str, schema: StructType) -> None:
-    """Raise an InputError naming the columns of ``schema`` that ``table`` lacks."""
-    columns = [str(row[1]) for row in con.execute(f"PRAGMA table_info({_quote(table)})")]
-    present = {name.lower() for name in columns}
+def _table_columns(con: sqlite3.Connection, table: str) -> List[str]:
+    """The column names of ``table`` as its catalogue spells them (the name a bound parameter)."""
+    rows = con.execute("SELECT name FROM pragma_table_info(?) ORDER BY cid", (table,))
+    return [str(row[0]) for row in rows]
+
+
+def _check_columns(
+    con: sqlite3.Connection, local: str, table: str, schema: StructType
+) -> List[str]:
+    """The catalogue's spelling of each field of ``schema`` (matched case-insensitively).
+
+    Raises an InputError naming the columns of ``schema`` that ``table`` lacks.
+    """
+    columns = _table_columns(con, table)
+    present: Dict[str, str] = {}
+    for name in columns:
+        present.setdefault(name.lower(), name)
     missing = [f.name for f in schema.fields if f.name.lower() not in present]
     if missing:
         raise InputError(
             f"SQLite table {table!r} in {local} lacks column(s) {', '.join(missing)} "
             f"(it has: {', '.join(columns)})"
         )
+    return [present[f.name.lower()] for f in schema.fields]
 
 
 def _rowid_bounds(
@@ -369,13 +398,15 @@ def _rowid_bounds(
 # --- SQL --------------------------------------------------------------------------------------
 
 
-def _value_expression(field: StructField) -> Tuple[str, str]:
-    """SQL converting column ``field.name`` to the storage class of its type, and its sentinel.
+def _value_expression(field: StructField, column: Optional[str] = None) -> Tuple[str, str]:
+    """SQL converting a column to the storage class of ``field``'s type, and its sentinel.
 
-    See the module docstring for the rules. Every expression yields only values of one storage
-    class (or NULL), so ADBC's per-batch type inference cannot see mixed types.
+    ``column`` is the column's name as the catalogue spells it (:func:`_check_columns`);
+    without it (a check of the type only) ``field.name``. See the module docstring for the
+    rules. Every expression yields only values of one storage class (or NULL), so ADBC's
+    per-batch type inference cannot see mixed types.
     """
-    col = _quote(field.name)
+    col = _quote(field.name if column is None else column)
     dtype: DataType = field.dataType
     if isinstance(dtype, (LongType, IntegerType, ShortType, ByteType)):
         whole = f"CAST(CAST({col} AS NUMERIC) AS INTEGER)"
@@ -410,14 +441,15 @@ def _value_expression(field: StructField) -> Tuple[str, str]:
     )
 
 
-def _select_sql(table: str, schema: StructType, expressions: Sequence[Tuple[str, str]]) -> str:
+def _select_sql(table: str, expressions: Sequence[Tuple[str, str]]) -> str:
     """The range query up to its rowid condition, with the sentinel row first.
 
-    A compound ``UNION ALL`` without ``ORDER BY`` returns its left side first; the sentinel
-    fixes the type ADBC infers for each column and is dropped by the reader, which appends
-    ``BETWEEN lo AND hi``.
+    ``table`` is the catalogue's spelling (:func:`_resolve_table`); result columns are named
+    ``c0, c1, ...`` (the reader takes them by position). A compound ``UNION ALL`` without
+    ``ORDER BY`` returns its left side first; the sentinel fixes the type ADBC infers for each
+    column and is dropped by the reader, which appends ``BETWEEN lo AND hi``.
     """
-    names = [_quote(f.name) for f in schema.fields]
+    names = [f"c{i}" for i in range(len(expressions))]
     sentinel = ", ".join(f"{value} AS {name}" for (_, value), name in zip(expressions, names))
     values = ", ".join(f"{expr} AS {name}" for (expr, _), name in zip(expressions, names))
     return f"SELECT {sentinel} UNION ALL SELECT {values} FROM {_quote(table)} WHERE rowid BETWEEN"

@@ -13,8 +13,10 @@ endpoint, no S3 support installed) raise :class:`~segmentation.errors.StorageErr
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from contextlib import contextmanager
-from typing import Any, Iterator, List
+from typing import Any, Iterator, List, Optional
 
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
@@ -146,14 +148,87 @@ def write_text(spark: SparkSession, path: str, text: str) -> None:
 
 
 def rename(spark: SparkSession, source: str, target: str) -> None:
-    """Move the file ``source`` to ``target`` (on S3 a copy then a delete), replacing it."""
+    """Move the file ``source`` to ``target`` (on S3 a copy then a delete), replacing it.
+
+    The folder of ``target`` is created if missing (Hadoop's local rename needs it).
+    """
     with translated_errors(source):
         fs, source_path = _fs_and_path(spark, source)
         _, target_path = _fs_and_path(spark, target)
         if fs.exists(target_path):
             fs.delete(target_path, False)
+        parent = target_path.getParent()
+        if parent is not None and not fs.exists(parent):
+            fs.mkdirs(parent)
         if not fs.rename(source_path, target_path):
             raise StorageError(f"could not move {source} to {target}")
+
+
+def _local_file(fs: Any, hadoop_path: Any) -> Optional[str]:
+    """The local file name of ``hadoop_path`` when ``fs`` is the local filesystem, else ``None``."""
+    if str(fs.getUri().getScheme()) != "file":
+        return None
+    return str(fs.makeQualified(hadoop_path).toUri().getPath())
+
+
+#: Schemes whose object PUT replaces an object atomically (a reader sees the old or the new).
+_ATOMIC_PUT_SCHEMES = ("s3", "s3a", "s3n", "gs", "wasb", "wasbs", "abfs", "abfss", "oss")
+
+
+def write_atomic(spark: SparkSession, path: str, data: bytes) -> None:
+    """Replace the small file ``path`` with ``data`` so that a reader never sees it half written.
+
+    * local disk: a temporary file in the same folder (``.<name>.<hex>.tmp``), flushed and
+      fsync'ed, then ``os.replace`` (an atomic rename on POSIX);
+    * object stores (S3 through S3A or EMRFS, ...): one PUT on close, which replaces the object
+      atomically;
+    * other Hadoop filesystems (HDFS): a temporary file, then delete and rename (a reader may see
+      no file for an instant, never a partial one).
+    """
+    with translated_errors(path):
+        fs, hadoop_path = _fs_and_path(spark, path)
+        local = _local_file(fs, hadoop_path)
+        if local is not None:
+            folder, name = os.path.split(local)
+            os.makedirs(folder, exist_ok=True)
+            temporary = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+            try:
+                with open(temporary, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, local)
+            finally:
+                if os.path.exists(temporary):
+                    os.remove(temporary)
+            return
+        if str(fs.getUri().getScheme()) in _ATOMIC_PUT_SCHEMES:
+            stream = fs.create(hadoop_path, True)
+            try:
+                stream.write(bytearray(data))
+            finally:
+                stream.close()
+            return
+    folder_name, file_name = path.rsplit("/", 1)
+    temporary_path = f"{folder_name}/.{file_name}.{secrets.token_hex(4)}.tmp"
+    write_bytes(spark, temporary_path, data)
+    rename(spark, temporary_path, path)
+
+
+def relative_files(spark: SparkSession, path: str) -> List[str]:
+    """Paths relative to the folder ``path`` of every file below it (empty if it does not exist)."""
+    with translated_errors(path):
+        fs, hadoop_path = _fs_and_path(spark, path)
+        if _status(fs, hadoop_path) is None:
+            return []
+        prefix = str(fs.makeQualified(hadoop_path).toString()).rstrip("/") + "/"
+        found: List[str] = []
+        files = fs.listFiles(hadoop_path, True)
+        while files.hasNext():
+            name = str(files.next().getPath().toString())
+            if name.startswith(prefix):
+                found.append(name[len(prefix):])
+        return sorted(found)
 
 
 def list_files(spark: SparkSession, path: str) -> List[str]:

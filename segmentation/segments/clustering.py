@@ -550,8 +550,8 @@ def _evaluate_k(
     fitted = time.perf_counter()
     if measured.non_empty_clusters < k:
         log.warning(
-            "k=%d: only %d non-empty cluster(s) (%d centre(s) for %d points)",
-            k, measured.non_empty_clusters, len(centroids), points,
+            "k=%d: only %d non-empty cluster(s) (%d centre(s) for %d points: fewer distinct "
+            "points than k?)", k, measured.non_empty_clusters, len(centroids), points,
         )
     stability: Optional[float] = None
     if stability_sample is not None and stability_seeds >= 2:

@@ -13,9 +13,12 @@ from segmentation.sources.common import (
     ROWS_READ,
     FeatureSet,
     Transform,
+    check_counts,
     drop_counts,
     drop_reason,
     parse_timestamp,
+    raw_text,
+    timestamp_family,
 )
 from segmentation.sources.source import FeatureOptions, Source, TaggedRows
 
@@ -25,6 +28,10 @@ AVITO_DROP_REASONS: Tuple[str, ...] = (
     "search_unparseable_date",
     "after_reference_date",
 )
+
+#: The drop reasons that are errors in the data (``rejected/``, ``--max-reject-fraction``): only
+#: unreadable dates; searches outside the stream or without a user are the documented rules.
+AVITO_REJECT_REASONS: Tuple[str, ...] = ("search_unparseable_date",)
 
 #: Stream rows whose SearchID has no SearchInfo row: counted in stream rows, not searches.
 STREAM_ROWS_WITHOUT_SEARCH = "stream_rows_without_search"
@@ -53,7 +60,8 @@ def avito_searches(
 
     Apply to ``SearchInfo``: ``search_info.transform(avito_searches(search_stream))``. Output
     columns: ``customer_id`` (UserID as text), ``search_id``, ``search_time``, ``impressions``,
-    ``contextual_impressions``, ``clicks``, ``orphan_stream_rows``, ``drop_reason``.
+    ``contextual_impressions``, ``clicks``, ``orphan_stream_rows``, ``drop_reason``,
+    ``in_search_info`` and ``raw`` (the SearchInfo row as text).
     """
 
     def transform(search_info: DataFrame) -> DataFrame:
@@ -68,7 +76,9 @@ def avito_searches(
             "SearchID",
             F.col("UserID").cast("string").alias("customer_id"),
             parse_timestamp(F.col("SearchDate"), timestamp_format).alias("search_time"),
+            timestamp_family(F.col("SearchDate"), timestamp_format).alias("date_family"),
             F.lit(True).alias("in_search_info"),
+            raw_text(search_info),
         )
         joined = info.join(per_search, on="SearchID", how="full_outer")
         in_info = F.col("in_search_info").isNotNull()
@@ -88,19 +98,23 @@ def avito_searches(
             F.when(in_info, 0).otherwise(F.col("impressions")).alias("orphan_stream_rows"),
             F.when(in_info, drop_reason(rules)).alias("drop_reason"),
             in_info.alias("in_search_info"),
+            F.col("date_family"),
+            F.col("raw"),
         )
 
     return transform
 
 
-def rfe_aggregates() -> Transform:
+def rfe_aggregates(checks: bool = False) -> Transform:
     """One ``groupBy(customer_id)`` over tagged searches (:func:`avito_searches`).
 
     Columns: ``customer_id``; ``frequency`` (clicks); ``engagement`` (searches, i.e. sessions);
     ``impressions``, ``contextual_impressions``; ``first_search_time``, ``last_search_time``,
     ``last_event_time``; ``rows_read`` (SearchInfo rows); ``dropped_<reason>`` for each of
     :data:`AVITO_DROP_REASONS` (searches) and ``dropped_stream_rows_without_search`` (stream
-    rows).
+    rows). With ``checks``, the searches per date format family
+    (:func:`~segmentation.sources.common.check_counts`; the ids and dates of SearchInfo are
+    typed, so there is no text to check for U+FFFD).
     """
 
     def transform(searches: DataFrame) -> DataFrame:
@@ -121,6 +135,7 @@ def rfe_aggregates() -> Transform:
             F.max(F.when(kept, F.col("search_time"))).alias("last_event_time"),
             F.count(F.when(F.col("in_search_info"), 1)).alias(ROWS_READ),
             *drop_counts(AVITO_DROP_REASONS),
+            *(check_counts(invalid_text=False) if checks else ()),
             F.sum(F.col("orphan_stream_rows")).cast("long").alias(
                 DROPPED_PREFIX + STREAM_ROWS_WITHOUT_SEARCH
             ),
@@ -153,6 +168,7 @@ class AvitoSource(Source):
     date_drop_reason = "search_unparseable_date"
     time_column = "search_time"
     drop_reasons = AVITO_DROP_REASONS
+    reject_reasons = AVITO_REJECT_REASONS
 
     def feature_set(self, options: FeatureOptions) -> FeatureSet:
         """:data:`AVITO_FEATURES` whatever the options."""
@@ -160,7 +176,7 @@ class AvitoSource(Source):
 
     def _tables(self, spark: SparkSession, options: FeatureOptions) -> readers.AvitoTables:
         return readers.read_avito(
-            spark, options.input, options.input_format, options.sqlite_partitions
+            spark, options.input, options.input_format, options.sqlite_partitions, options.text
         )
 
     def read_and_tag(self, spark: SparkSession, options: FeatureOptions) -> TaggedRows:
@@ -173,7 +189,7 @@ class AvitoSource(Source):
 
     def aggregate(self, options: FeatureOptions) -> Transform:
         """:func:`rfe_aggregates`."""
-        return rfe_aggregates()
+        return rfe_aggregates(checks=True)
 
     def ingest_tables(self, spark: SparkSession, options: FeatureOptions) -> Dict[str, DataFrame]:
         """``trainSearchStream`` and ``SearchInfo`` with the Kaggle names and types."""

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import NumericType
+from pyspark.sql.types import NumericType, StringType
 
 from segmentation.errors import InputError
 
@@ -33,6 +33,29 @@ Transform = Callable[[DataFrame], DataFrame]
 
 DROPPED_PREFIX = "dropped_"
 ROWS_READ = "rows_read"
+
+#: The struct column of tagged rows holding the row's raw columns as text (for ``rejected/``).
+RAW = "raw"
+
+#: The boolean column of tagged rows that is true when the row's text holds U+FFFD, the
+#: character a reader puts for bytes that are not valid in the file's encoding: the whole file
+#: is then in another encoding (``--encoding``), and the job stops.
+INVALID_TEXT = "invalid_text"
+
+#: Prefix of the aggregate columns that count rows for the input checks (not drops):
+#: ``check_invalid_text`` and ``check_date_format_<family>``.
+CHECK_PREFIX = "check_"
+
+#: Default ``--max-reject-fraction``: the share of rows rejected as errors (not dropped by a
+#: documented cleaning rule) above which a run stops.
+DEFAULT_MAX_REJECT_FRACTION = 0.05
+
+#: Money is parsed and summed in this type: a decimal sum does not depend on row order (a double
+#: sum does, in its last bits, with Spark's partitioning), and prices keep their cents exactly.
+#: Prices and amounts with more than 6 decimals are rounded half up to 6.
+MONEY_TYPE = "decimal(20,6)"
+#: The type of a sum of money (Spark widens decimal sums to precision 38 anyway).
+MONEY_SUM_TYPE = "decimal(38,6)"
 
 #: Text formats tried, in order, for timestamps Spark's own cast does not read (it reads
 #: ``2009-12-01 07:45:00``, ``2015-05-10 18:11:01.0`` and ISO 8601).
@@ -64,6 +87,71 @@ def require_columns(
             raise InputError(f"{what} column(s) must be numeric: {', '.join(bad)}")
 
 
+#: Prefix of the aggregate columns counting the rows whose date each format family read.
+DATE_FORMAT_PREFIX = CHECK_PREFIX + "date_format_"
+
+#: Date format families: the day/month order each reads. A file mixing families (``2009-12-01``
+#: and ``01/12/2009``) is refused: which of its dates are day-first cannot be known.
+DATE_FAMILIES: Mapping[str, str] = {
+    "year_first": "yyyy-MM-dd (ISO)",
+    "month_first": "M/d/yyyy",
+    "day_first": "d.M.yyyy",
+}
+_FALLBACK_FAMILIES = ("month_first", "month_first", "day_first", "year_first")
+
+
+def timestamp_family(column: Column, timestamp_format: Optional[str] = None) -> Column:
+    """The :data:`DATE_FAMILIES` key of the format that reads ``column`` (NULL: none does).
+
+    The same candidates, in the same order, as :func:`parse_timestamp`; with
+    ``timestamp_format`` every readable date is of that one format (``year_first``).
+    """
+    text = F.trim(column.cast("string"))
+    if timestamp_format:
+        return F.when(F.to_timestamp(text, timestamp_format).isNotNull(), F.lit("year_first"))
+    family = F.when(text.cast("timestamp").isNotNull(), F.lit("year_first"))
+    for fmt, name in zip(FALLBACK_TIMESTAMP_FORMATS, _FALLBACK_FAMILIES):
+        family = family.when(F.to_timestamp(text, fmt).isNotNull(), F.lit(name))
+    return family
+
+
+def check_counts(invalid_text: bool = True) -> List[Column]:
+    """The input checks' counts, for the customer ``groupBy`` of a source (not of its tests).
+
+    Per :data:`DATE_FAMILIES` key the rows whose date it read (column ``date_family`` of the
+    tagged rows), and with ``invalid_text`` the rows whose text holds U+FFFD (column
+    :data:`INVALID_TEXT`).
+    """
+    counts = [
+        F.sum(F.when(F.col("date_family") == name, 1).otherwise(0)).alias(DATE_FORMAT_PREFIX + name)
+        for name in DATE_FAMILIES
+    ]
+    if invalid_text:
+        counts.append(
+            F.sum(F.when(F.col(INVALID_TEXT), 1).otherwise(0)).alias(CHECK_PREFIX + INVALID_TEXT)
+        )
+    return counts
+
+
+def check_date_formats(counts: Mapping[str, Any], column: str, path: str) -> None:
+    """Raise :class:`InputError` when the dates of one input come in more than one family.
+
+    ``counts`` maps ``date_format_<family>`` to rows (:func:`drop_summary`'s row).
+    """
+    found = {
+        name[len(DATE_FORMAT_PREFIX):]: int(n or 0) for name, n in counts.items()
+        if name.startswith(DATE_FORMAT_PREFIX) and n
+    }
+    if len(found) < 2:
+        return
+    shares = ", ".join(f"{n:,} rows {DATE_FAMILIES[name]}" for name, n in found.items())
+    raise InputError(
+        f"{path}: column {column} mixes date formats ({shares}): which dates are day-first "
+        "cannot be known; make the file use one format (or pass --timestamp-format with the "
+        "one pattern to read; rows in others are then unparseable)"
+    )
+
+
 def parse_timestamp(column: Column, timestamp_format: Optional[str] = None) -> Column:
     """Parse text (or pass through a timestamp/date) into a timestamp; NULL when unparseable.
 
@@ -85,6 +173,73 @@ def drop_reason(rules: Sequence[Tuple[str, Column]]) -> Column:
     for reason, condition in rules:
         expr = F.when(condition, F.lit(reason)) if expr is None else expr.when(condition, reason)
     return expr if expr is not None else F.lit(None).cast("string")
+
+
+def raw_text(frame: DataFrame) -> Column:
+    """Every column of ``frame`` as text, in one struct column :data:`RAW` (for ``rejected/``).
+
+    Unused by the aggregate, it is pruned from the pass that computes the features; only the
+    extra pass that writes rejected rows reads it.
+    """
+    return F.struct(*(F.col(f"`{c}`").cast("string").alias(c) for c in frame.columns)).alias(RAW)
+
+
+def invalid_text(frame: DataFrame) -> Column:
+    """True where a text column of ``frame`` holds U+FFFD (bytes not valid in the encoding)."""
+    texts = [f.name for f in frame.schema.fields if isinstance(f.dataType, StringType)]
+    condition: Column = F.lit(False)
+    for name in texts:
+        condition = condition | F.coalesce(F.col(f"`{name}`").contains("\ufffd"), F.lit(False))
+    return condition
+
+
+def parse_money(column: Column) -> Column:
+    """Text or a number as :data:`MONEY_TYPE`; NULL for blanks, words, ``NaN`` and infinities."""
+    return blank_to_null(column).cast(MONEY_TYPE)
+
+
+def parse_whole_number(column: Column) -> Tuple[Column, Column]:
+    """A count (a quantity) as a long, and whether the value is a number with a fraction.
+
+    ``"12"``, ``"12.0"`` and ``"1e1"`` are whole; ``"1.5"`` is not: it is NULL with the
+    fraction flag set, never truncated to 1 as a cast to an integer would. Words, ``NaN`` and
+    infinities are NULL without the flag.
+    """
+    number = blank_to_null(column).cast("decimal(38,9)")
+    whole = number == F.floor(number)
+    fraction = F.coalesce(number.isNotNull() & ~whole, F.lit(False))
+    value = F.when(whole & number.between(-(2**63), 2**63 - 1), number.cast("long"))
+    return value, fraction
+
+
+#: The raw column(s) each reject reason is about, to name them in an error message.
+REJECT_COLUMNS: Mapping[str, Tuple[str, ...]] = {
+    "unparseable_invoice_date": ("invoice_date",),
+    "unparseable_quantity_or_price": ("quantity", "price"),
+    "fractional_quantity": ("quantity",),
+    "unparseable_timestamp": ("event_time",),
+    "unparseable_amount": ("amount",),
+    "search_unparseable_date": ("SearchDate",),
+}
+
+
+def describe_reject(row: Mapping[str, Any]) -> str:
+    """One rejected row (raw columns and ``reason``) as ``column 'value'`` for a message."""
+    reason = str(row.get("reason"))
+    values = {k: v for k, v in row.items() if k != "reason"}
+    if reason == INVALID_TEXT:
+        columns: Sequence[str] = [k for k, v in values.items() if v and "\ufffd" in v][:1]
+    else:
+        columns = [c for c in REJECT_COLUMNS.get(reason, ()) if c in values]
+    shown = ", ".join(f"{c} {str(values[c])[:80]!r}" for c in columns)
+    return shown or ", ".join(f"{k}={str(v)[:40]!r}" for k, v in values.items())[:240]
+
+
+def rejected_rows(rows: DataFrame, reasons: Sequence[str]) -> DataFrame:
+    """The tagged rows dropped for one of ``reasons``: their raw columns as text and ``reason``."""
+    return rows.filter(F.col("drop_reason").isin(*reasons)).select(
+        f"{RAW}.*", F.col("drop_reason").alias("reason")
+    )
 
 
 def drop_counts(reasons: Sequence[str]) -> List[Column]:
@@ -133,11 +288,12 @@ def dropped_columns(aggregates: DataFrame) -> List[str]:
 def drop_summary(aggregates: DataFrame, first_column: str) -> DataFrame:
     """Sum a customer-grain aggregate into one row of counts for the run manifest.
 
-    The row holds rows read, rows dropped per reason, customers kept, customers without any kept
-    activity, and the latest kept event as text (``latest_event``) and as a date
-    (``latest_event_date``). Both are computed by Spark in the session time zone: a timestamp
-    collected to the driver would be converted to the driver's local time zone, and a date
-    taken from it could move by a day with the machine.
+    The row holds rows read, rows dropped per reason, the input checks' counts
+    (``check_<name>``, when the aggregate has them: :func:`check_counts`), customers kept,
+    customers without any kept activity, and the latest kept event as text (``latest_event``)
+    and as a date (``latest_event_date``). Both are computed by Spark in the session time
+    zone: a timestamp collected to the driver would be converted to the driver's local time
+    zone, and a date taken from it could move by a day with the machine.
 
     ``first_column`` is the column that is NULL for a customer with no kept purchase/search
     (``first_purchase_time``...); such customers are counted as ``customers_without_activity``.
@@ -147,6 +303,8 @@ def drop_summary(aggregates: DataFrame, first_column: str) -> DataFrame:
     return aggregates.agg(
         F.sum(ROWS_READ).cast("long").alias(ROWS_READ),
         *(F.sum(c).cast("long").alias(c) for c in dropped_columns(aggregates)),
+        *(F.sum(c).cast("long").alias(c) for c in aggregates.columns
+          if c.startswith(CHECK_PREFIX)),
         F.count(F.when(active, 1)).alias("customers"),
         F.count(F.when(has_id & ~active, 1)).alias("customers_without_activity"),
         F.date_format(F.max("last_event_time"), "yyyy-MM-dd HH:mm:ss").alias("latest_event"),
@@ -160,7 +318,10 @@ def kept_customers(first_column: str) -> Transform:
     def transform(aggregates: DataFrame) -> DataFrame:
         return aggregates.filter(
             F.col("customer_id").isNotNull() & F.col(first_column).isNotNull()
-        ).drop(ROWS_READ, *dropped_columns(aggregates))
+        ).drop(
+            ROWS_READ, *dropped_columns(aggregates),
+            *(c for c in aggregates.columns if c.startswith(CHECK_PREFIX)),
+        )
 
     return transform
 

@@ -9,18 +9,26 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segmentation.io import readers
 from segmentation.sources.common import (
+    INVALID_TEXT,
+    MONEY_SUM_TYPE,
     ROWS_READ,
     FeatureSet,
     Transform,
+    check_counts,
     drop_counts,
     drop_reason,
+    invalid_text,
     normalise_customer_id,
+    parse_money,
     parse_timestamp,
+    parse_whole_number,
+    raw_text,
+    timestamp_family,
 )
 from segmentation.sources.source import FeatureOptions, Source, TaggedRows
 
@@ -39,12 +47,22 @@ RETAIL_DROP_REASONS: Tuple[str, ...] = (
     "missing_customer_id",
     "unparseable_invoice_date",
     "unparseable_quantity_or_price",
+    "fractional_quantity",
     "adjustment_invoice",
     "non_product_line",
     "zero_price",
     "negative_price",
     "cancellation",
     "after_reference_date",
+)
+
+#: The drop reasons that are errors in the data (``rejected/``, ``--max-reject-fraction``); the
+#: others are the documented cleaning rules (guest checkouts, adjustments, non-products, free
+#: and negative-price lines, cancellations when dropped, events after the reference date).
+RETAIL_REJECT_REASONS: Tuple[str, ...] = (
+    "unparseable_invoice_date",
+    "unparseable_quantity_or_price",
+    "fractional_quantity",
 )
 
 
@@ -55,15 +73,21 @@ def retail_lines(
 ) -> Transform:
     """Parse canonical invoice lines (:func:`segmentation.io.readers.read_retail`); tag drops.
 
-    Output columns: ``customer_id, invoice, stock_code, quantity, price, invoice_time, amount``
-    (``quantity * price``), ``is_cancellation`` and ``drop_reason``. Rules, first match wins:
+    Output columns: ``customer_id, invoice, stock_code, quantity`` (long), ``price``
+    (:data:`~segmentation.sources.common.MONEY_TYPE`), ``invoice_time``, ``amount``
+    (``quantity * price``, decimal), ``is_cancellation``, ``drop_reason``, ``date_family``
+    (the format that read the date), ``invalid_text`` (the line's text holds U+FFFD: bytes not
+    valid in the file's encoding; the job then stops) and ``raw`` (the line as read, as text).
+    Rules, first match wins:
 
     ==============================  ===========================================================
     drop_reason                     rows
     ==============================  ===========================================================
     missing_customer_id             no customer id (guest checkouts)
     unparseable_invoice_date        InvoiceDate missing or not a date
-    unparseable_quantity_or_price   Quantity or Price missing or not a number
+    unparseable_quantity_or_price   Quantity or Price missing or not a number (``NaN`` and
+                                    infinities included)
+    fractional_quantity             Quantity with a fraction (``1.5``): never truncated
     adjustment_invoice              invoice starting with "A" (bad-debt adjustments)
     non_product_line                stock code in :data:`NON_PRODUCT_STOCK_CODES` (postage,
                                     manual, fees...), unless ``non_product="include"``
@@ -89,18 +113,24 @@ def retail_lines(
 
     def transform(lines: DataFrame) -> DataFrame:
         invoice = F.upper(F.trim(F.col("invoice").cast("string")))
+        quantity, fractional = parse_whole_number(F.col("quantity"))
         parsed = lines.select(
             normalise_customer_id(F.col("customer_id")).alias("customer_id"),
             invoice.alias("invoice"),
             F.trim(F.col("stock_code").cast("string")).alias("stock_code"),
-            F.col("quantity").cast("string").cast("int").alias("quantity"),
-            F.col("price").cast("string").cast("double").alias("price"),
+            quantity.alias("quantity"),
+            fractional.alias("fractional_quantity"),
+            parse_money(F.col("price")).alias("price"),
             parse_timestamp(F.col("invoice_date"), timestamp_format).alias("invoice_time"),
+            timestamp_family(F.col("invoice_date"), timestamp_format).alias("date_family"),
+            invalid_text(lines).alias(INVALID_TEXT),
+            raw_text(lines),
         )
         is_cancellation = F.col("invoice").startswith("C")
         rules = [
             ("missing_customer_id", F.col("customer_id").isNull()),
             ("unparseable_invoice_date", F.col("invoice_time").isNull()),
+            ("fractional_quantity", F.col("fractional_quantity")),
             (
                 "unparseable_quantity_or_price",
                 F.col("quantity").isNull() | F.col("price").isNull(),
@@ -119,23 +149,26 @@ def retail_lines(
             rules.append(("cancellation", is_cancellation))
         return parsed.select(
             "*",
-            (F.col("quantity") * F.col("price")).alias("amount"),
+            (F.col("quantity") * F.col("price")).cast(MONEY_SUM_TYPE).alias("amount"),
             is_cancellation.alias("is_cancellation"),
             drop_reason(rules).alias("drop_reason"),
-        )
+        ).drop("fractional_quantity")
 
     return transform
 
 
-def rfm_aggregates() -> Transform:
+def rfm_aggregates(checks: bool = False) -> Transform:
     """One ``groupBy(customer_id)`` over tagged invoice lines (:func:`retail_lines`).
 
     Columns: ``customer_id``; ``frequency`` (distinct purchase invoices); ``monetary`` (sum of
     ``quantity * price`` over kept lines, cancellations included when they were kept, i.e. net);
-    ``returns`` (distinct cancellation invoices kept); ``returned_value`` (their value, positive);
+    ``returns`` (distinct cancellation invoices kept); ``returned_value`` (their value, positive).
+    Money is summed exactly as a decimal (the total does not depend on row order) and then
+    given as a double, the type every later step (scaling, scores, tiers) works in;
     ``first_purchase_time``, ``last_purchase_time``, ``last_event_time`` (purchases or returns);
     ``rows_read`` and ``dropped_<reason>`` for each of :data:`RETAIL_DROP_REASONS`. The customer
-    NULL group holds the lines without a customer id.
+    NULL group holds the lines without a customer id. With ``checks``, also the input checks'
+    counts (:func:`~segmentation.sources.common.check_counts`).
     """
 
     def transform(lines: DataFrame) -> DataFrame:
@@ -144,19 +177,23 @@ def rfm_aggregates() -> Transform:
         returned = kept & F.col("is_cancellation")
         return lines.groupBy("customer_id").agg(
             F.countDistinct(F.when(purchase, F.col("invoice"))).alias("frequency"),
-            F.coalesce(F.sum(F.when(kept, F.col("amount"))), F.lit(0.0)).alias("monetary"),
+            _money(F.sum(F.when(kept, F.col("amount")))).alias("monetary"),
             F.countDistinct(F.when(returned, F.col("invoice"))).alias("returns"),
-            F.coalesce(-F.sum(F.when(returned, F.col("amount"))), F.lit(0.0)).alias(
-                "returned_value"
-            ),
+            _money(-F.sum(F.when(returned, F.col("amount")))).alias("returned_value"),
             F.min(F.when(purchase, F.col("invoice_time"))).alias("first_purchase_time"),
             F.max(F.when(purchase, F.col("invoice_time"))).alias("last_purchase_time"),
             F.max(F.when(kept, F.col("invoice_time"))).alias("last_event_time"),
             F.count(F.lit(1)).alias(ROWS_READ),
             *drop_counts(RETAIL_DROP_REASONS),
+            *(check_counts() if checks else ()),
         )
 
     return transform
+
+
+def _money(total: Column) -> Column:
+    """An exact decimal sum as a double (0 when there is nothing to sum)."""
+    return F.coalesce(total.cast("double"), F.lit(0.0))
 
 
 RETAIL_FEATURES = FeatureSet(
@@ -182,6 +219,7 @@ class RetailSource(Source):
     date_drop_reason = "unparseable_invoice_date"
     time_column = "invoice_time"
     drop_reasons = RETAIL_DROP_REASONS
+    reject_reasons = RETAIL_REJECT_REASONS
 
     def feature_set(self, options: FeatureOptions) -> FeatureSet:
         """:data:`RETAIL_FEATURES` whatever the options."""
@@ -189,17 +227,23 @@ class RetailSource(Source):
 
     def read_and_tag(self, spark: SparkSession, options: FeatureOptions) -> TaggedRows:
         """Invoice lines (:func:`readers.read_retail`) through :func:`retail_lines`."""
-        raw = readers.read_retail(spark, options.input, options.input_format)
+        raw = readers.read_retail(spark, options.input, options.input_format, options.text)
         rows = raw.transform(
             retail_lines(options.cancellations, options.non_product, options.timestamp_format)
         )
         return TaggedRows(rows=rows, raw=raw)
 
     def aggregate(self, options: FeatureOptions) -> Transform:
-        """:func:`rfm_aggregates`."""
-        return rfm_aggregates()
+        """:func:`rfm_aggregates`, with the input checks' counts."""
+        return rfm_aggregates(checks=True)
 
     def ingest_tables(self, spark: SparkSession, options: FeatureOptions) -> Dict[str, DataFrame]:
         """``invoices``: the file as read (its columns checked first)."""
-        readers.read_retail(spark, options.input, options.input_format)  # an invoice log?
-        return {"invoices": readers.read_table(spark, options.input, options.input_format)}
+        readers.read_retail(
+            spark, options.input, options.input_format, options.text
+        )  # an invoice log?
+        return {
+            "invoices": readers.read_table(
+                spark, options.input, options.input_format, options.text
+            )
+        }
