@@ -33,6 +33,7 @@ from segmentation.segments.clustering import (
     choose_k,
     feature_pipeline,
     fit_segments,
+    iteration_input,
     segment_labels,
     segment_profiles,
     sweep,
@@ -693,3 +694,18 @@ def test_sweep_sample_above_a_customer_count() -> None:
     for bad in (["--sweep-sample", "-1"], ["--parallelism", "0"]):
         with pytest.raises(SystemExit):
             build_parser().parse_args([*run, *bad])
+
+
+def test_estimators_see_an_uncached_plan_over_the_cache(blobs: DataFrame) -> None:
+    """MLlib then caches its own deserialised points for the iterations (see iteration_input)."""
+    cached = VectorAssembler(inputCols=["x", "y"], outputCol="features").transform(blobs)
+    cached = cached.select("features").persist()
+    try:
+        cached.count()
+        assert cached.storageLevel.useMemory
+        view = iteration_input(cached)
+        assert not view.storageLevel.useMemory and not view.storageLevel.useDisk
+        assert view.columns == ["features"]
+        assertDataFrameEqual(view, cached)
+    finally:
+        cached.unpersist()

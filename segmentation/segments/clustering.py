@@ -444,11 +444,23 @@ def _estimator(
     raise AssertionError(algorithm)  # pragma: no cover - _check_algorithm raised
 
 
+def iteration_input(scaled: DataFrame) -> DataFrame:
+    """The cached vectors as an estimator should see them: a plan that is not itself cached.
+
+    MLlib's KMeans, BisectingKMeans and GaussianMixture cache their own deserialised points
+    (vectors with their norms) for the iterations only when the input DataFrame is *not*
+    persisted; given a persisted one, every iteration decodes the cached rows and deserialises
+    every vector again (on 125,612 customers, most of a fit's time). A projection over the cache
+    reads it once per fit, and lets MLlib cache the points for the iterations.
+    """
+    return scaled.select(F.col(FEATURES_COL).alias(FEATURES_COL))
+
+
 def _fit(
     algorithm: str, data: DataFrame, k: int, seed: int, max_iter: int, prediction_col: str
 ) -> ClusteringModel:
     """Fit ``algorithm`` on the ``features`` vectors of ``data``."""
-    model = _estimator(algorithm, k, seed, max_iter, prediction_col).fit(data)
+    model = _estimator(algorithm, k, seed, max_iter, prediction_col).fit(iteration_input(data))
     assert isinstance(model, (KMeansModel, BisectingKMeansModel, GaussianMixtureModel))
     return model
 
