@@ -148,7 +148,7 @@ from pyspark.sql import functions as F
 
 from segmentation.errors import EmptyResultError, InputError, SegmentationError
 from segmentation.segments import metrics
-from segmentation.sources.common import require_columns
+from segmentation.sources.common import require_columns, sql_identifier
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +203,6 @@ _SWEEP_PREDICTION = "prediction"
 
 _LABEL_PATTERN = re.compile(r"^[a-z0-9 ]+$")
 _QUOTED_NAME = re.compile(r"`((?:[^`]|``)*)`")
-
-
-def _quote(name: str) -> str:
-    """A column name as a Spark SQL identifier (backticks, inner backticks doubled)."""
-    return "`" + name.replace("`", "``") + "`"
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -341,8 +336,8 @@ def feature_pipeline(
         logs = [f"{_LOG_PREFIX}{i}" for i in range(len(cols))]
         # CASE rather than greatest(): greatest(NULL, 0) is 0, which would hide a null feature.
         expressions = ", ".join(
-            f"log1p(CASE WHEN {_quote(c)} < 0 THEN 0D ELSE CAST({_quote(c)} AS DOUBLE) END) "
-            f"AS {name}"
+            f"log1p(CASE WHEN {sql_identifier(c)} < 0 THEN 0D "
+            f"ELSE CAST({sql_identifier(c)} AS DOUBLE) END) AS {name}"
             for c, name in zip(cols, logs)
         )
         stages.append(SQLTransformer(statement=f"SELECT *, {expressions} FROM __THIS__"))
@@ -729,7 +724,7 @@ def sweep(
     _check_stability(stability_seeds, stability_sample)
     _check_columns(features, cols)
 
-    data = features.select(*[F.col(_quote(c)) for c in cols])
+    data = features.select(*[F.col(sql_identifier(c)) for c in cols])
     sampled = sample_fraction is not None and sample_fraction < 1
     if sample_fraction is not None and sampled:
         data = data.sample(withReplacement=False, fraction=sample_fraction, seed=seed)
@@ -1038,7 +1033,8 @@ def _final_statement(rank_of_raw: Sequence[int], label_of_raw: Sequence[str]) ->
 def _pack_statement(cols: Sequence[str]) -> str:
     """SQL keeping the whole input row in one struct next to the feature columns."""
     return (
-        f"SELECT struct(*) AS {_INPUT_STRUCT}, {', '.join(_quote(c) for c in cols)} FROM __THIS__"
+        f"SELECT struct(*) AS {_INPUT_STRUCT}, "
+        f"{', '.join(sql_identifier(c) for c in cols)} FROM __THIS__"
     )
 
 
@@ -1185,8 +1181,8 @@ def _standardised(
 ) -> List[List[float]]:
     """Raw-unit centroids standardised by the features' mean and sample std (one aggregate)."""
     stats = features.agg(
-        *[F.avg(F.col(_quote(c))).alias(f"m{i}") for i, c in enumerate(cols)],
-        *[F.stddev_samp(F.col(_quote(c))).alias(f"s{i}") for i, c in enumerate(cols)],
+        *[F.avg(F.col(sql_identifier(c))).alias(f"m{i}") for i, c in enumerate(cols)],
+        *[F.stddev_samp(F.col(sql_identifier(c))).alias(f"s{i}") for i, c in enumerate(cols)],
     ).first()
     assert stats is not None  # a global aggregate always has one row
     means = [float(stats[f"m{i}"] or 0.0) for i in range(len(cols))]
@@ -1359,9 +1355,9 @@ def segment_profiles(
 
     aggregates: List[Column] = [F.count(F.lit(1)).alias("customers")]
     if value_col is not None:
-        aggregates.append(F.sum(F.col(_quote(value_col)).cast("double")).alias("__value"))
+        aggregates.append(F.sum(F.col(sql_identifier(value_col)).cast("double")).alias("__value"))
     for i, c in enumerate(cols):
-        column = F.col(_quote(c))
+        column = F.col(sql_identifier(c))
         aggregates.append(F.avg(column).alias(f"__mean_{i}"))
         aggregates.append(
             F.percentile_approx(column, 0.5, MEDIAN_ACCURACY).cast("double").alias(f"__median_{i}")

@@ -42,11 +42,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from segmentation.errors import SegmentationError
-
-
-def _quote(name: str) -> str:
-    """A column name as a Spark SQL identifier (backticks, inner backticks doubled)."""
-    return "`" + name.replace("`", "``") + "`"
+from segmentation.sources.common import sql_identifier
 
 
 @dataclass(frozen=True)
@@ -103,9 +99,9 @@ def _sums(
     predictions: DataFrame, features_col: str, prediction_col: str, dims: int
 ) -> Dict[int, Tuple[int, List[float], float]]:
     """Pass 1: cluster -> (points, coordinate sums, summed squared norms)."""
-    array = vector_to_array(F.col(_quote(features_col)))
+    array = vector_to_array(F.col(sql_identifier(features_col)))
     points = predictions.select(
-        F.col(_quote(prediction_col)).cast("int").alias("cluster"),
+        F.col(sql_identifier(prediction_col)).cast("int").alias("cluster"),
         *[array[d].alias(f"x{d}") for d in range(dims)],
     )
     xs = [F.col(f"x{d}") for d in range(dims)]
@@ -160,7 +156,7 @@ def cluster_statistics(
         c: (means[c] if centre_on_means or c >= len(centroids) else list(centroids[c]))
         for c in sums
     }
-    array = vector_to_array(F.col(_quote(features_col)))
+    array = vector_to_array(F.col(sql_identifier(features_col)))
     xs = [F.col(f"x{d}") for d in range(dims)]
     cluster = F.col("cluster")
     norm = _sum_squares(xs)
@@ -190,7 +186,7 @@ def cluster_statistics(
     )
     measured = (
         predictions.select(
-            F.col(_quote(prediction_col)).cast("int").alias("cluster"),
+            F.col(sql_identifier(prediction_col)).cast("int").alias("cluster"),
             *[array[d].alias(f"x{d}") for d in range(dims)],
         )
         .select("cluster", squared.alias("sq"), silhouette.alias("s"))
@@ -413,8 +409,8 @@ def pairwise_adjusted_rand(predictions: DataFrame, prediction_cols: Sequence[str
                 *[
                     F.struct(
                         F.lit(p).alias("pair"),
-                        F.col(_quote(a)).alias("a"),
-                        F.col(_quote(b)).alias("b"),
+                        F.col(sql_identifier(a)).alias("a"),
+                        F.col(sql_identifier(b)).alias("b"),
                     )
                     for p, (a, b) in enumerate(pairs)
                 ]

@@ -73,7 +73,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from segmentation.errors import EmptyResultError, InputError, SegmentationError
-from segmentation.sources.common import require_columns
+from segmentation.sources.common import require_columns, sql_identifier
 
 Transform = Callable[[DataFrame], DataFrame]
 
@@ -201,11 +201,6 @@ def score_specs(
     )
 
 
-def _quote(name: str) -> str:
-    """A column name as a Spark SQL identifier (backticks, inner backticks doubled)."""
-    return "`" + name.replace("`", "``") + "`"
-
-
 def _check_specs(specs: Sequence[ScoreSpec]) -> List[ScoreSpec]:
     """The specs as a list: at least one, no score name twice."""
     checked = list(specs)
@@ -325,7 +320,9 @@ def with_scores(
         _check_features(features, [s.feature for s in checked])
         return features.withColumns(
             {
-                s.score: score_column(F.col(_quote(s.feature)), cuts[s.score], s.higher_is_better)
+                s.score: score_column(
+                    F.col(sql_identifier(s.feature)), cuts[s.score], s.higher_is_better
+                )
                 for s in checked
             }
         )
@@ -388,8 +385,8 @@ def with_rfm_segment(
             raise InputError(
                 f"missing score column(s) {', '.join(missing)}; add them with with_scores"
             )
-        r = F.col(_quote(recency_score))
-        fm = fm_score_column([F.col(_quote(n)) for n in value_scores])
+        r = F.col(sql_identifier(recency_score))
+        fm = fm_score_column([F.col(sql_identifier(n)) for n in value_scores])
         with_fm = scored.withColumn(FM_SCORE_COL, fm)
         fm_col = F.col(FM_SCORE_COL)
         valid = r.between(MIN_SCORE, MAX_SCORE) & fm_col.between(MIN_SCORE, MAX_SCORE)

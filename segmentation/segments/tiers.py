@@ -57,7 +57,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from segmentation.errors import EmptyResultError, InputError, SegmentationError
-from segmentation.sources.common import require_columns
+from segmentation.sources.common import require_columns, sql_identifier
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,6 @@ TIERS: Tuple[str, ...] = ("high", "mid", "low")
 
 _LOG = "__tier_log"
 _VECTOR = "__tier_vector"
-
-
-def _quote(name: str) -> str:
-    """A column name as a Spark SQL identifier (backticks, inner backticks doubled)."""
-    return "`" + name.replace("`", "``") + "`"
 
 
 def default_tier_cuts(max_score: int) -> Tuple[float, float]:
@@ -212,7 +207,7 @@ def _fit_centres(
     features: DataFrame, feature: str, k: int, seed: int, max_iter: int
 ) -> List[float]:
     """Sorted distinct 1-D KMeans centres of ``log1p(max(feature, 0))`` over non-NULL values."""
-    value = F.col(_quote(feature)).cast("double")
+    value = F.col(sql_identifier(feature)).cast("double")
     logged = features.where(value.isNotNull() & ~F.isnan(value)).select(
         F.log1p(F.greatest(value, F.lit(0.0))).alias(_LOG)
     )
@@ -269,7 +264,7 @@ def fit_value_tiers(
         raise SegmentationError(f"max_iter must be >= 1, got {max_iter}")
     names = [f for f, _ in checked]
     _check_columns(features, names)
-    numbers = [F.col(_quote(f)).cast("double") for f in names]
+    numbers = [F.col(sql_identifier(f)).cast("double") for f in names]
     counts = features.select(
         [F.count(F.when(~F.isnan(v), v)).alias(f"n{i}") for i, v in enumerate(numbers)]
     ).first()
@@ -338,7 +333,7 @@ def with_value_tiers(model: ValueTierModel) -> Transform:
     def transform(features: DataFrame) -> DataFrame:
         _check_columns(features, [f for f, _ in model.metrics])
         ranks = [
-            rank_column(F.col(_quote(f)), model.boundaries[f], higher)
+            rank_column(F.col(sql_identifier(f)), model.boundaries[f], higher)
             for f, higher in model.metrics
         ]
         score = sum(ranks[1:], ranks[0]).cast("int")

@@ -66,6 +66,11 @@ FALLBACK_TIMESTAMP_FORMATS: Tuple[str, ...] = (
     "yyyy/MM/dd HH:mm:ss",
 )
 
+def sql_identifier(name: str) -> str:
+    """A column name as a Spark SQL identifier (backticks, inner backticks doubled)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
 def require_columns(
     frame: DataFrame, columns: Sequence[str], what: str = "feature", numeric: bool = True
 ) -> None:
