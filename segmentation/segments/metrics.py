@@ -95,17 +95,23 @@ def _sum_squares(xs: Sequence[Column]) -> Column:
     return total
 
 
+def _points(
+    predictions: DataFrame, features_col: str, prediction_col: str, dims: int
+) -> DataFrame:
+    """``cluster`` (int) and the coordinates ``x0, x1, ...`` of each point."""
+    array = vector_to_array(F.col(sql_identifier(features_col)))
+    return predictions.select(
+        F.col(sql_identifier(prediction_col)).cast("int").alias("cluster"),
+        *[array[d].alias(f"x{d}") for d in range(dims)],
+    )
+
+
 def _sums(
     predictions: DataFrame, features_col: str, prediction_col: str, dims: int
 ) -> Dict[int, Tuple[int, List[float], float]]:
     """Pass 1: cluster -> (points, coordinate sums, summed squared norms)."""
-    array = vector_to_array(F.col(sql_identifier(features_col)))
-    points = predictions.select(
-        F.col(sql_identifier(prediction_col)).cast("int").alias("cluster"),
-        *[array[d].alias(f"x{d}") for d in range(dims)],
-    )
     xs = [F.col(f"x{d}") for d in range(dims)]
-    rows = points.groupBy("cluster").agg(
+    rows = _points(predictions, features_col, prediction_col, dims).groupBy("cluster").agg(
         F.count(F.lit(1)).alias("n"),
         *[F.sum(x).alias(f"y{d}") for d, x in enumerate(xs)],
         F.sum(_sum_squares(xs)).alias("psi"),
@@ -156,7 +162,6 @@ def cluster_statistics(
         c: (means[c] if centre_on_means or c >= len(centroids) else list(centroids[c]))
         for c in sums
     }
-    array = vector_to_array(F.col(sql_identifier(features_col)))
     xs = [F.col(f"x{d}") for d in range(dims)]
     cluster = F.col("cluster")
     norm = _sum_squares(xs)
@@ -185,10 +190,7 @@ def cluster_statistics(
          for c, centre in centres.items()},
     )
     measured = (
-        predictions.select(
-            F.col(sql_identifier(prediction_col)).cast("int").alias("cluster"),
-            *[array[d].alias(f"x{d}") for d in range(dims)],
-        )
+        _points(predictions, features_col, prediction_col, dims)
         .select("cluster", squared.alias("sq"), silhouette.alias("s"))
         .groupBy("cluster")
         .agg(
