@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pyspark import StorageLevel
@@ -445,7 +446,7 @@ def cluster_stage(
             model = clustering.fit_segments(
                 features, columns, chosen, feature_set.value_weights,
                 transform=options.transform, seed=options.seed, max_iter=options.max_iter,
-                algorithm=options.algorithm, fitted=sweep.fitted(chosen),
+                algorithm=options.algorithm, fitted=sweep.fitted(chosen), customers=customers,
             )
         with manifest.stage("fit_scores_and_tiers"):
             scales = fit_scales(features, feature_set, seed=options.seed)
@@ -532,45 +533,89 @@ def write_segments(
     return profiles
 
 
+#: Exact type the profile sums are taken in (order-independent, unlike sums of doubles).
+_EXACT_SUM = "decimal(38,10)"
+
+
 def _group_profiles(
-    assignments: DataFrame, by: str, feature_set: ft.FeatureSet
-) -> List[Dict[str, Any]]:
-    """Customers, shares and feature means per value of ``by`` (a few rows, collected)."""
+    assignments: DataFrame, feature_set: ft.FeatureSet, by: Sequence[str]
+) -> Dict[str, List[Dict[str, Any]]]:
+    """Customers, shares and feature means per value of each column of ``by``, in one pass.
+
+    One ``groupBy`` over every combination of the ``by`` columns (a few dozen rows, collected)
+    with counts and sums, which add up: each column's groups are then summed on the driver, and
+    a mean is its sum over its count of non-NULL values (what ``avg`` computes). Sums are exact
+    decimals (values rounded to 10 decimal places), so the figures do not depend on how the rows
+    are partitioned. Groups come largest first, ties in order of their value (NULL last).
+    """
     value = feature_set.value_column
     columns = list(feature_set.cluster_columns)
     aggregates = [F.count(F.lit(1)).alias("customers")]
     if value is not None:
-        aggregates.append(F.sum(F.col(value).cast("double")).alias("value"))
-    aggregates += [F.avg(F.col(c)).alias(f"mean_{c}") for c in columns]
-    rows = [r.asDict() for r in assignments.groupBy(by).agg(*aggregates).collect()]
-    total = sum(r["customers"] for r in rows) or 1
-    total_value = sum(r.get("value") or 0.0 for r in rows)
-    for row in rows:
-        row["customer_share"] = row["customers"] / total
-        row["value_share"] = (
-            row.pop("value") / total_value if value is not None and total_value else None
+        aggregates.append(F.sum(F.col(ft.sql_identifier(value)).cast(_EXACT_SUM)).alias("value"))
+    for i, c in enumerate(columns):
+        column = F.col(ft.sql_identifier(c))
+        aggregates += [
+            F.sum(column.cast(_EXACT_SUM)).alias(f"sum_{i}"), F.count(column).alias(f"count_{i}")
+        ]
+    cells = [r.asDict() for r in assignments.groupBy(*by).agg(*aggregates).collect()]
+    grouped: Dict[str, List[Dict[str, Any]]] = {}
+    for key in by:
+        totals: Dict[Any, Dict[str, Any]] = {}
+        for cell in cells:
+            group = totals.setdefault(
+                cell[key], {"customers": 0, "value": Decimal(0), "sums": [Decimal(0)] * len(
+                    columns), "counts": [0] * len(columns)}
+            )
+            group["customers"] += cell["customers"]
+            group["value"] += cell.get("value") or Decimal(0)
+            for i in range(len(columns)):
+                group["sums"][i] += cell[f"sum_{i}"] or Decimal(0)
+                group["counts"][i] += cell[f"count_{i}"]
+        everyone = sum(g["customers"] for g in totals.values()) or 1
+        total_value = sum((g["value"] for g in totals.values()), Decimal(0))
+        rows = []
+        for group_value, group in totals.items():
+            row: Dict[str, Any] = {key: group_value, "customers": group["customers"]}
+            for i, c in enumerate(columns):
+                n = group["counts"][i]
+                row[f"mean_{c}"] = float(group["sums"][i] / n) if n else None
+            row["customer_share"] = group["customers"] / everyone
+            row["value_share"] = (
+                float(group["value"] / total_value) if value is not None and total_value else None
+            )
+            rows.append(row)
+        grouped[key] = sorted(  # largest first; ties by name, the group without one last
+            rows, key=lambda r: (-r["customers"], r[key] is None, str(r[key]))
         )
-    return sorted(rows, key=lambda r: -r["customers"])
+    return grouped
 
 
 def _write_profiles(
     layout: OutputLayout, assignments: DataFrame, feature_set: ft.FeatureSet, model: Any
 ) -> List[Dict[str, Any]]:
-    """Write ``profiles/`` and ``profiles.json``; return the profile rows."""
+    """Write ``profiles/`` and ``profiles.json``; return the profile rows.
+
+    The profiles are computed once and collected (one row per segment); ``profiles/`` is written
+    from those rows, not by running the aggregation again.
+    """
     from segmentation.segments import clustering
 
     columns = list(feature_set.cluster_columns)
     numeric = {f.name for f in assignments.schema.fields if isinstance(f.dataType, NumericType)}
     profiled = columns + [c for c in feature_set.columns if c in numeric and c not in columns]
     profiles = clustering.segment_profiles(assignments, profiled, feature_set.value_column, model)
-    profile_rows = [row.asDict(recursive=True) for row in profiles.collect()]
-    layout.write_parquet(profiles, "profiles", partitions=1)
+    collected = profiles.collect()
+    profile_rows = [row.asDict(recursive=True) for row in collected]
+    layout.write_parquet(
+        assignments.sparkSession.createDataFrame(collected, profiles.schema), "profiles",
+        partitions=1,
+    )
     layout.write_json(
         "profiles.json",
         {"feature_columns": columns, "value_column": feature_set.value_column,
          "segments": profile_rows,
-         "by": {by: _group_profiles(assignments, by, feature_set)
-                for by in ("rfm_segment", "value_tier")}},
+         "by": _group_profiles(assignments, feature_set, ("rfm_segment", "value_tier"))},
     )
     return profile_rows
 
