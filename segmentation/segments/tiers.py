@@ -57,6 +57,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from segmentation.errors import EmptyResultError, InputError, SegmentationError
+from segmentation.segments.clustering import fit_partitions
 from segmentation.sources.common import require_columns, sql_identifier
 
 log = logging.getLogger(__name__)
@@ -204,12 +205,18 @@ def _check_columns(frame: DataFrame, cols: Sequence[str]) -> None:
 
 
 def _fit_centres(
-    features: DataFrame, feature: str, k: int, seed: int, max_iter: int
+    features: DataFrame, feature: str, k: int, seed: int, max_iter: int, customers: int
 ) -> List[float]:
-    """Sorted distinct 1-D KMeans centres of ``log1p(max(feature, 0))`` over non-NULL values."""
+    """Sorted distinct 1-D KMeans centres of ``log1p(max(feature, 0))`` over non-NULL values.
+
+    ``customers`` (those with a value) sets the partitions the fit iterates over
+    (:func:`~segmentation.segments.clustering.fit_partitions`).
+    """
     value = F.col(sql_identifier(feature)).cast("double")
-    logged = features.where(value.isNotNull() & ~F.isnan(value)).select(
-        F.log1p(F.greatest(value, F.lit(0.0))).alias(_LOG)
+    logged = (
+        features.where(value.isNotNull() & ~F.isnan(value))
+        .select(F.log1p(F.greatest(value, F.lit(0.0))).alias(_LOG))
+        .coalesce(fit_partitions(customers))
     )
     vectors = VectorAssembler(
         inputCols=[_LOG], outputCol=_VECTOR, handleInvalid="skip"
@@ -268,7 +275,8 @@ def fit_value_tiers(
     counts = features.select(
         [F.count(F.when(~F.isnan(v), v)).alias(f"n{i}") for i, v in enumerate(numbers)]
     ).first()
-    empty = [f for i, f in enumerate(names) if counts is None or counts[f"n{i}"] == 0]
+    assert counts is not None  # an aggregate without grouping has one row
+    empty = [f for i, f in enumerate(names) if counts[f"n{i}"] == 0]
     if empty:
         raise EmptyResultError(f"no customer has a value of {', '.join(empty)}: cannot fit tiers")
 
@@ -277,7 +285,10 @@ def fit_value_tiers(
     # The 1-D fits are independent: run them at once (short Spark jobs overlap; seeded, so the
     # centres do not depend on it).
     with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="tiers") as pool:
-        fitted = list(pool.map(lambda f: _fit_centres(features, f, k, seed, max_iter), names))
+        fitted = list(pool.map(
+            lambda i: _fit_centres(features, names[i], k, seed, max_iter, counts[f"n{i}"]),
+            range(len(names)),
+        ))
     for feature, centres in zip(names, fitted):
         mids = [(a + b) / 2.0 for a, b in zip(centres, centres[1:])]
         boundaries[feature] = tuple(math.expm1(m) for m in mids)
