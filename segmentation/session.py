@@ -77,29 +77,69 @@ SMALL_INPUT_BYTES = 64 * 1024 * 1024
 #: (the 254-customer demo sample: 31 s -> 26 s end to end, measured); long runs keep the default.
 SMALL_INPUT_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 
+#: Environment variable: path of the driver JVM's class-data archive, or ``off``.
+CLASS_ARCHIVE_ENV = "SEGMENTATION_CLASS_ARCHIVE"
 
-def quick_start_conf(
-    inputs: Sequence[Optional[str]], master: Optional[str], conf: Mapping[str, str]
-) -> Dict[str, str]:
-    """Driver JVM options for a small local input, when this process starts the JVM.
+#: JVM options that keep a missing or mismatched class-data archive quiet (the JVM then loads
+#: classes as usual).
+_QUIET_CDS = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 
-    Returns ``{"spark.driver.extraJavaOptions": ...}`` when every input is a local file or
-    folder (no URI scheme other than ``file:``) of at most :data:`SMALL_INPUT_BYTES` in all, the
-    master is local, no JVM is running yet (not under spark-submit, no session lent) and the
-    user set no driver Java options; otherwise ``{}``.
+
+def default_class_archive() -> str:
+    """Where ``scripts/setup.sh`` puts the class-data archive: the user's cache folder.
+
+    The name holds the PySpark version and a digest of the PySpark installation and the
+    ``java`` found on the PATH: an archive only serves the class path and the JVM it was built
+    with, so each installation (a clone's ``.venv``) and Java gets its own.
     """
-    if SparkContext._jvm is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
-        return {}
-    if not (master or "local").startswith("local") or "spark.driver.extraJavaOptions" in conf:
-        return {}
+    import hashlib
+    import shutil
+
+    import pyspark
+
+    java = shutil.which("java") or ""
+    key = "\n".join([os.path.dirname(os.path.abspath(pyspark.__file__)), os.path.realpath(java)])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(
+        cache, "segmentation", f"spark-{pyspark.__version__}-{digest}-classes.jsa"
+    )
+
+
+def class_archive() -> Optional[str]:
+    """The class-data archive a locally started driver JVM maps, or ``None``.
+
+    A Java class-data-sharing (AppCDS) archive holds the classes a run of the demo loaded,
+    already parsed and verified: the JVM maps it instead of loading and verifying ~10,000
+    Spark, Catalyst and MLlib classes from jars one by one, which is most of a short run's
+    start-up and first-query time. ``scripts/setup.sh`` builds it once
+    (``scripts/build_class_archive.py``) at :func:`default_class_archive`;
+    ``$SEGMENTATION_CLASS_ARCHIVE`` names another file, or ``off``. The JVM checks that the
+    archive matches its own version and class path and otherwise ignores it.
+    """
+    setting = os.environ.get(CLASS_ARCHIVE_ENV)
+    if setting is not None and setting.strip().lower() in ("", "off", "0", "false", "no"):
+        return None
+    path = setting or default_class_archive()
+    return path if os.path.isfile(path) else None
+
+
+def _java_path_option(name: str, path: str) -> str:
+    """``-XX:<name>=<path>``, quoted for Spark's option splitting when the path has spaces."""
+    option = f"-XX:{name}={path}"
+    return f'"{option}"' if any(c.isspace() for c in path) else option
+
+
+def _small_local_inputs(inputs: Sequence[Optional[str]]) -> bool:
+    """Every input a local file or folder, at most :data:`SMALL_INPUT_BYTES` in all."""
     paths = [p for p in inputs if p]
     if not paths:
-        return {}
+        return False
     total = 0
     for path in paths:
         local = path[len("file://"):] if path.startswith("file://") else path
         if "://" in local or not os.path.exists(local):
-            return {}
+            return False
         if os.path.isdir(local):
             total += sum(
                 os.path.getsize(os.path.join(root, name))
@@ -108,8 +148,61 @@ def quick_start_conf(
         else:
             total += os.path.getsize(local)
         if total > SMALL_INPUT_BYTES:
-            return {}
-    return {"spark.driver.extraJavaOptions": SMALL_INPUT_JAVA_OPTIONS}
+            return False
+    return True
+
+
+def quick_start_conf(
+    inputs: Sequence[Optional[str]], master: Optional[str], conf: Mapping[str, str]
+) -> Dict[str, str]:
+    """Driver JVM options for a quick start, when this process starts a local-mode JVM.
+
+    Returns ``{"spark.driver.extraJavaOptions": ...}`` with the class-data archive
+    (:func:`class_archive`, when there is one) and, when every input is a local file or folder
+    (no URI scheme other than ``file:``) of at most :data:`SMALL_INPUT_BYTES` in all,
+    :data:`SMALL_INPUT_JAVA_OPTIONS`; ``{}`` when there is neither, when the master is not
+    local, when a JVM is running already (under spark-submit, a session lent) or when the user
+    set driver Java options.
+    """
+    if SparkContext._jvm is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return {}
+    if not (master or "local").startswith("local") or "spark.driver.extraJavaOptions" in conf:
+        return {}
+    options = []
+    archive = class_archive()
+    if archive is not None:
+        options += [_java_path_option("SharedArchiveFile", archive), _QUIET_CDS]
+    if _small_local_inputs(inputs):
+        options.append(SMALL_INPUT_JAVA_OPTIONS)
+    return {"spark.driver.extraJavaOptions": " ".join(options)} if options else {}
+
+
+def class_archive_conf(target: str) -> Dict[str, str]:
+    """Session settings that make the driver JVM write its loaded classes to ``target`` at exit.
+
+    For ``scripts/build_class_archive.py``: the archive is complete once the JVM process has
+    exited (:func:`stop_driver_jvm`).
+    """
+    return {
+        "spark.driver.extraJavaOptions": (
+            f"{_java_path_option('ArchiveClassesAtExit', target)} {_QUIET_CDS}"
+        )
+    }
+
+
+def stop_driver_jvm(timeout: float = 300.0) -> None:
+    """End the driver JVM this process started (after ``spark.stop()``) and wait for it.
+
+    PySpark leaves the JVM running until Python exits; closing its standard input makes it
+    exit now (which is when it writes a class-data archive).
+    """
+    gateway = SparkContext._gateway
+    process = getattr(gateway, "proc", None)
+    if process is None:
+        return
+    if process.stdin is not None:
+        process.stdin.close()
+    process.wait(timeout=timeout)
 
 
 def configure_logging(verbose: bool = False) -> None:

@@ -1,15 +1,21 @@
-"""Tests of segmentation.session: the small-input JVM options."""
+"""Tests of segmentation.session: the quick-start JVM options (JIT, class-data archive)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pyspark import SparkContext
 
 from segmentation.session import (
+    CLASS_ARCHIVE_ENV,
     SMALL_INPUT_BYTES,
     SMALL_INPUT_JAVA_OPTIONS,
+    class_archive,
+    default_class_archive,
     quick_start_conf,
 )
 
@@ -21,6 +27,7 @@ def no_jvm(monkeypatch: pytest.MonkeyPatch) -> None:
     """As in a fresh `segmentation` process: no JVM yet, not under spark-submit."""
     monkeypatch.setattr(SparkContext, "_jvm", None)
     monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    monkeypatch.setenv(CLASS_ARCHIVE_ENV, "off")  # setup.sh may have built one on this machine
 
 
 def test_small_local_inputs_start_the_jvm_with_the_quick_jit(
@@ -50,8 +57,71 @@ def test_small_local_inputs_start_the_jvm_with_the_quick_jit(
 def test_no_jvm_options_once_a_jvm_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     small = tmp_path / "small.csv"
     small.write_text("a\n")
+    archive = tmp_path / "classes.jsa"
+    archive.write_bytes(b"x")
+    monkeypatch.setenv(CLASS_ARCHIVE_ENV, str(archive))
     monkeypatch.setattr(SparkContext, "_jvm", object())
     assert quick_start_conf([str(small)], None, {}) == {}
     monkeypatch.setattr(SparkContext, "_jvm", None)
     monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "12345")  # under spark-submit
     assert quick_start_conf([str(small)], None, {}) == {}
+
+
+def test_class_archive_for_every_local_start_when_present(
+    no_jvm: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = tmp_path / "small.csv"
+    small.write_text("a\n")
+    big = tmp_path / "big.csv"
+    with open(big, "wb") as handle:
+        handle.truncate(SMALL_INPUT_BYTES + 1)
+    archive = tmp_path / "cache dir" / "classes.jsa"  # a space: quoted for Spark's splitting
+    monkeypatch.setenv(CLASS_ARCHIVE_ENV, str(archive))
+    assert class_archive() is None  # not built: nothing to map
+    assert quick_start_conf([str(big)], None, {}) == {}
+
+    archive.parent.mkdir()
+    archive.write_bytes(b"x")
+    assert class_archive() == str(archive)
+    mapped = f'"-XX:SharedArchiveFile={archive}" -Xlog:cds=off -Xlog:cds+dynamic=off'
+    assert quick_start_conf([str(big)], None, {}) == {"spark.driver.extraJavaOptions": mapped}
+    assert quick_start_conf([str(small)], "local[2]", {}) == {
+        "spark.driver.extraJavaOptions": f"{mapped} {SMALL_INPUT_JAVA_OPTIONS}"
+    }
+    assert quick_start_conf([str(big)], "yarn", {}) == {}
+    assert quick_start_conf([str(big)], None, {"spark.driver.extraJavaOptions": "-Xss4m"}) == {}
+
+    for off in ("off", "0", ""):
+        monkeypatch.setenv(CLASS_ARCHIVE_ENV, off)
+        assert class_archive() is None
+    monkeypatch.delenv(CLASS_ARCHIVE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_class_archive().startswith(str(tmp_path / "xdg" / "segmentation"))
+    assert class_archive() is None
+
+
+def test_a_started_jvm_maps_the_archive_setup_built(tmp_path: Path) -> None:
+    """The archive ``scripts/setup.sh`` built matches this JVM and class path: it is mapped."""
+    archive = default_class_archive()
+    assert Path(archive).is_file(), f"{archive} missing: run scripts/setup.sh"
+    small = tmp_path / "small.csv"
+    small.write_text("a\n1\n")
+    script = (
+        "import sys\n"
+        "from pyspark import SparkContext\n"
+        "from segmentation.session import build_session, quick_start_conf\n"
+        "conf = quick_start_conf([sys.argv[1]], 'local[1]', {})\n"
+        "spark = build_session('archive-check', 'local[1]', conf)\n"
+        "assert spark.range(3).count() == 3\n"
+        "pid = SparkContext._gateway.proc.pid\n"
+        "print('\\n'.join(sorted({line.split()[-1] for line in open(f'/proc/{pid}/maps')\n"
+        "                         if line.rstrip().endswith('.jsa')})))\n"
+        "spark.stop()\n"
+    )
+    env = {**os.environ, CLASS_ARCHIVE_ENV: archive}
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    mapped = subprocess.run(
+        [sys.executable, "-c", script, str(small)], env=env, capture_output=True, text=True,
+        timeout=300, check=True,
+    ).stdout.split()
+    assert archive in mapped
