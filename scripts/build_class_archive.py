@@ -19,12 +19,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import List
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "online_retail_II_sample.csv.gz"
 
 
-def main(argv: list) -> int:
+def main(argv: List[str]) -> int:
+    """Build the archive at ``argv[0]`` (default: the user's cache); return the exit code."""
     from segmentation.cli import main as segmentation
     from segmentation.session import (
         CLASS_ARCHIVE_ENV,
