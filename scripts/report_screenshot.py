@@ -21,6 +21,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
 
 
 def main() -> int:
+    """Render the report page to a PNG with headless Chromium; return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("html", type=Path, help="report.html")
     parser.add_argument("png", type=Path, help="screenshot to write")

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
 
 echo "== ruff" >&2
-.venv/bin/ruff check segmentation jobs tests benchmarks
+.venv/bin/ruff check segmentation jobs tests benchmarks scripts
 echo "== mypy" >&2
 .venv/bin/mypy
 echo "== vermin (job code must run on Python 3.9, EMR 7's python3)" >&2
