@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from segmentation.pipeline import DEFAULT_SWEEP_SAMPLE
+
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 RESULTS_MD = BENCH / "RESULTS.md"
@@ -305,7 +307,8 @@ def projection(documents: Sequence[Dict[str, Any]]) -> List[str]:
         f"({big['rows']:,} stream rows, {int(customers):,} customers, {cores:.0f} vCPUs). "
         "Assumptions: a vCPU there does the work of a vCPU here; read + aggregate scales with "
         "vCPUs and linearly with stream rows (one pass, one shuffle of per-customer partial "
-        "aggregates); the k sweep runs on a sample of --sweep-sample (200,000) customers "
+        "aggregates); the k sweep runs on a sample of --sweep-sample "
+        f"({DEFAULT_SWEEP_SAMPLE:,}) customers "
         "whatever the total, so it costs about what it cost here"
         + (" (it was sampled here too)" if sampled else "")
         + "; the final fit, scores, tiers and writes scale with customers; start-up, "

@@ -280,10 +280,10 @@ def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
         "default: all, or --sweep-sample of them)",
     )
     group.add_argument(
-        "--sweep-sample", type=non_negative_int, default=200_000, metavar="CUSTOMERS",
+        "--sweep-sample", type=non_negative_int, default=50_000, metavar="CUSTOMERS",
         help="with more customers than this and no --sample-fraction, sweep k on a seeded sample "
         "of about this many (the final model fits all of them); 0: always everyone "
-        "(default: 200000)",
+        "(default: 50000)",
     )
     group.add_argument(
         "--max-iter", type=positive_int, default=20,

@@ -63,7 +63,7 @@ K_SELECTION_SCHEMA = StructType(
 )
 
 #: Above this many customers the k sweep runs on a sample of about this many (``--sweep-sample``).
-DEFAULT_SWEEP_SAMPLE = 200_000
+DEFAULT_SWEEP_SAMPLE = 50_000
 
 #: Above this share of rows with unparseable dates, the input is rejected (wrong format).
 MAX_UNPARSEABLE_DATE_SHARE = 0.01

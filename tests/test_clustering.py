@@ -686,11 +686,12 @@ def test_final_model_is_the_sweeps_fit(spark: SparkSession, algorithm: str) -> N
 
 
 def test_sweep_sample_above_a_customer_count() -> None:
-    assert ClusterOptions().sweep_fraction(200_000) is None
-    assert ClusterOptions().sweep_fraction(400_000) == pytest.approx(0.5)
+    assert ClusterOptions().sweep_fraction(50_000) is None
+    assert ClusterOptions().sweep_fraction(100_000) == pytest.approx(0.5)
     assert ClusterOptions(sweep_sample=0).sweep_fraction(10**7) is None
     assert ClusterOptions(sample_fraction=0.3).sweep_fraction(10) == 0.3
     run = ["run", "--source", "retail", "--input", "x", "--output", "y"]
+    assert cluster_options(build_parser().parse_args(run)).sweep_sample == 50_000
     options = cluster_options(
         build_parser().parse_args([*run, "--sweep-sample", "1000", "--parallelism", "2"])
     )
