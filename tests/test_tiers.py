@@ -254,3 +254,28 @@ def test_errors(spark: SparkSession) -> None:
         ValueTierModel.from_dict(broken)
     with pytest.raises(InputError, match="invalid value tier model"):
         ValueTierModel.from_dict({"k": 4})
+
+
+def test_large_metrics_are_fitted_on_a_seeded_sample(spark: SparkSession) -> None:
+    # Three well-separated bands of 100 customers each; values vary inside a band.
+    bands = [(1, 3), (100, 120), (10_000, 12_000)]
+    values = [lo + (i * 7919) % (hi - lo + 1) for lo, hi in bands for i in range(100)]
+    frame = spark.createDataFrame(
+        [(f"c{i:03d}", v) for i, v in enumerate(values)], "customer_id string, frequency long"
+    )
+    metric = [("frequency", True)]
+
+    everyone = fit_value_tiers(frame, metric, k=3, seed=3, sample=0)
+    logs = [[math.log1p(v) for v in values[b * 100:(b + 1) * 100]] for b in range(3)]
+    assert list(everyone.centroids["frequency"]) == pytest.approx(
+        [math.expm1(sum(band) / len(band)) for band in logs], rel=1e-9
+    )
+    sampled = fit_value_tiers(frame, metric, k=3, seed=3, sample=60)
+    again = fit_value_tiers(frame, metric, k=3, seed=3, sample=60)
+    assert sampled.centroids == again.centroids  # seeded
+    assert sampled.centroids != everyone.centroids  # a sample, not everyone
+    for centre, (lo, hi) in zip(sampled.centroids["frequency"], bands):
+        assert lo <= centre <= hi
+    assert 3 < sampled.boundaries["frequency"][0] < 100 < 120 < sampled.boundaries["frequency"][1]
+    # At or above the number of customers, the sample is everyone.
+    assert fit_value_tiers(frame, metric, k=3, seed=3, sample=300).centroids == everyone.centroids
