@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import re
 import sqlite3
 from pathlib import Path
@@ -14,6 +16,7 @@ from pyspark.sql.types import (
     DateType,
     DoubleType,
     FloatType,
+    IntegerType,
     LongType,
     ShortType,
     StringType,
@@ -24,7 +27,14 @@ from pyspark.testing import assertDataFrameEqual
 
 from segmentation.errors import InputError
 from segmentation.io.schemas import AVITO_SEARCH_INFO, AVITO_SEARCH_STREAM
-from segmentation.io.sqlite import read_sqlite_table, split_rowid_range, sqlite_table_names
+from segmentation.io.sqlite import (
+    SqliteRead,
+    plan_sqlite_read,
+    range_batches,
+    read_sqlite_table,
+    split_rowid_range,
+    sqlite_table_names,
+)
 
 # The Kaggle dump's declarations.
 STREAM_DDL = (
@@ -347,3 +357,232 @@ def test_without_rowid_table_is_refused(spark: SparkSession, avito_db: str) -> N
     schema = StructType([StructField("CategoryID", LongType())])
     with pytest.raises(InputError, match=r"'Category' .* is a WITHOUT ROWID table"):
         read_sqlite_table(spark, avito_db, "Category", schema)
+
+
+# --- optimistic plain SELECT, resumed with the converting query -------------------------------
+
+# Values of other storage classes only from rowid 5 on. Untyped columns (n, i_in_real, k) keep
+# every value's class as inserted; declared ones convert on insert what their affinity allows
+# (r REAL keeps 'x', t TEXT keeps the BLOB, narrow INTEGER keeps 2**31). With batch_rows=2 the
+# batches are [sentinel, 1], [2, 3], [4, 5]...: the first two read plainly, then rowid 5's 2**31
+# fails the safe cast to int32.
+LATE_DDL = "CREATE TABLE Late (n, narrow INTEGER, i_in_real, r REAL, t TEXT, k)"
+LATE_ROWS: List[Tuple[Any, ...]] = [
+    (1, 1, 0.5, 0.25, "a", 10),
+    (2, 2, 1.5, 0.5, "b", 20),
+    (3, 3, 2.5, 0.75, "c", 30),
+    (4, 4, 3.5, 1.0, "d", 40),
+    (5, 2**31, 4, 1.25, "e", 50),  # out of int32 range; INTEGER for a DoubleType
+    (6, -(2**31), 2**53 + 1, "x", "f", 60),  # INTEGER beyond 2**53; TEXT for a FloatType
+    (7.5, 7, None, 0.5, "g", 70),  # REAL for a LongType
+    ("8", 8, None, None, b"\x00", "8x"),  # TEXT whole number; BLOB for a StringType; TEXT
+    (9, None, None, None, None, 9.0),  # REAL whole number for a LongType
+]
+LATE_SCHEMA = StructType(
+    [
+        StructField("n", LongType()),
+        StructField("narrow", IntegerType()),
+        StructField("i_in_real", DoubleType()),
+        StructField("r", FloatType()),
+        StructField("t", StringType()),
+        StructField("k", LongType()),
+    ]
+)
+LATE_EXPECTED: List[Tuple[Any, ...]] = [
+    (1, 1, 0.5, 0.25, "a", 10),
+    (2, 2, 1.5, 0.5, "b", 20),
+    (3, 3, 2.5, 0.75, "c", 30),
+    (4, 4, 3.5, 1.0, "d", 40),
+    (5, None, 4.0, 1.25, "e", 50),
+    (6, -(2**31), 9007199254740992.0, None, "f", 60),  # 2**53 + 1 rounds to even
+    (None, 7, None, 0.5, "g", 70),
+    (8, 8, None, None, None, None),
+    (9, None, None, None, None, 9),
+]
+# Read plainly throughout: ADBC converts an INTEGER in a double column itself, as CAST does.
+CLEAN_ROWS = [(i, i / 4, str(i)) for i in range(1, 7)] + [(7, 2**53 + 1, "7"), (8, 3, "8")]
+CLEAN_EXPECTED = [(i, i / 4, str(i)) for i in range(1, 7)] + [
+    (7, 9007199254740992.0, "7"),
+    (8, 3.0, "8"),
+]
+
+
+@pytest.fixture(scope="module")
+def late_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("sqlite") / "late.sqlite"
+    return make_db(
+        path,
+        [
+            LATE_DDL,
+            "CREATE TABLE Texts (t, n INTEGER)",
+            "CREATE TABLE Clean (a INTEGER, b, c TEXT)",
+        ],
+        [
+            ("Late", LATE_ROWS),
+            # REAL and INTEGER in a TEXT target within the first batch: SQLite's printing, not
+            # ADBC's ("%e" for a REAL that starts out a string column's first batch).
+            (
+                "Texts",
+                [
+                    ("a", "abc"),
+                    (3.0, 5),
+                    (1e30, 2.5),
+                    (7, b"\x02"),
+                    (b"\x01", None),
+                    (None, "12"),
+                    ("", ""),
+                    (b"", b""),
+                ],
+            ),
+            ("Clean", CLEAN_ROWS),
+        ],
+    )
+
+
+def _arrow_rows(read: SqliteRead) -> List[Tuple[Any, ...]]:
+    """Every row of every range of ``read`` through :func:`range_batches`, in order."""
+    rows: List[Tuple[Any, ...]] = []
+    for lo, hi in read.ranges:
+        for batch in range_batches(read, lo, hi):
+            rows += [tuple(r.values()) for r in batch.to_pylist()]
+    return rows
+
+
+def _converting_only(read: SqliteRead) -> SqliteRead:
+    """The same plan reading everything with the converting query (the reference semantics)."""
+    return dataclasses.replace(read, plain_sql=read.converting_sql)
+
+
+@pytest.mark.parametrize(
+    ("partitions", "batch_rows"), [(1, 2), (1, 1), (1, 65_536), (3, 2), (9, 1)]
+)
+def test_late_mismatches_resume_with_the_converting_query(
+    spark: SparkSession,
+    late_db: str,
+    partitions: int,
+    batch_rows: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    read = plan_sqlite_read(spark, late_db, "Late", LATE_SCHEMA, partitions, batch_rows=batch_rows)
+    with caplog.at_level(logging.DEBUG, logger="segmentation.io.sqlite"):
+        rows = _arrow_rows(read)
+    reference = _arrow_rows(_converting_only(read))
+    # FloatType: single precision (all values here are exact in it).
+    assert rows == reference == LATE_EXPECTED
+    assert any("with the converting query" in r.getMessage() for r in caplog.records)
+
+
+def test_resume_starts_after_the_last_row_passed_on(
+    spark: SparkSession, late_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    read = plan_sqlite_read(spark, late_db, "Late", LATE_SCHEMA, 1, batch_rows=2)
+    with caplog.at_level(logging.DEBUG, logger="segmentation.io.sqlite"):
+        assert len(_arrow_rows(read)) == 9
+    # Batches: [sentinel, 1], [2, 3], [4, 5]: rowid 5 holds 2**31 for IntegerType (the safe cast
+    # fails), so rows 1..3 came from the plain query and 4..9 from the converting one.
+    [message] = [r.getMessage() for r in caplog.records if "converting" in r.getMessage()]
+    assert message.startswith("SQLite table Late, rowid 1..9: ")
+    assert "not in range" in message  # pyarrow's safe-cast error
+    assert message.endswith("reading rowid 4..9 with the converting query")
+
+
+def test_clean_ranges_never_fall_back(
+    spark: SparkSession, late_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    schema = StructType(
+        [
+            StructField("a", IntegerType()),
+            StructField("b", DoubleType()),
+            StructField("c", StringType()),
+        ]
+    )
+    read = plan_sqlite_read(spark, late_db, "Clean", schema, 2, batch_rows=2)
+    with caplog.at_level(logging.DEBUG, logger="segmentation.io.sqlite"):
+        rows = _arrow_rows(read)
+    assert rows == _arrow_rows(_converting_only(read)) == CLEAN_EXPECTED
+    assert not [r for r in caplog.records if "converting" in r.getMessage()]
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 65_536])
+def test_text_targets_print_numbers_as_sqlite_does(
+    spark: SparkSession, late_db: str, batch_rows: int
+) -> None:
+    # t is untyped; n INTEGER applies NUMERIC affinity on insert ('12' is stored as 12) and in
+    # the comparison with x'' (which leaves the BLOB literal as it is).
+    schema = StructType([StructField("t", StringType()), StructField("n", StringType())])
+    read = plan_sqlite_read(spark, late_db, "Texts", schema, 1, batch_rows=batch_rows)
+    expected = [
+        ("a", "abc"),
+        ("3.0", "5"),
+        ("1.0e+30", "2.5"),
+        ("7", None),
+        (None, None),
+        (None, "12"),
+        ("", ""),
+        (None, None),
+    ]
+    assert _arrow_rows(read) == _arrow_rows(_converting_only(read)) == expected
+
+
+def test_late_mismatches_through_spark(spark: SparkSession, late_db: str) -> None:
+    df = read_sqlite_table(spark, late_db, "Late", LATE_SCHEMA, 2, batch_rows=2)
+    assert df.schema == LATE_SCHEMA
+    assert [tuple(r) for r in df.collect()] == LATE_EXPECTED
+
+
+def test_other_errors_do_not_fall_back(
+    spark: SparkSession, late_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adbc_driver_sqlite import dbapi
+
+    calls: List[str] = []
+
+    def failing_connect(*args: Any, **kwargs: Any) -> Any:
+        calls.append(str(args[0]))
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(dbapi, "connect", failing_connect)
+    read = plan_sqlite_read(spark, late_db, "Late", LATE_SCHEMA, 1)
+    with pytest.raises(RuntimeError) as err:
+        list(range_batches(read, 1, 9))
+    assert str(err.value) == f"reading SQLite table 'Late' of {late_db}, rowid 1..9: disk I/O error"
+    assert len(calls) == 1  # no second (converting) attempt
+
+
+def test_plain_query_reads_stored_columns(spark: SparkSession, late_db: str) -> None:
+    read = plan_sqlite_read(spark, late_db, "Late", LATE_SCHEMA, 1)
+    assert read.plain_sql == (
+        "SELECT 0 AS r, 0 AS c0, 0 AS c1, 0.0 AS c2, 0.0 AS c3, '' AS c4, 0 AS c5 UNION ALL "
+        'SELECT rowid, "n" AS c0, "narrow" AS c1, "i_in_real" AS c2, "r" AS c3, '
+        """CASE WHEN "t" < x'' THEN CAST("t" AS TEXT) END AS c4, "k" AS c5 FROM "Late" """
+        "WHERE rowid BETWEEN"
+    )
+    assert read.ranges == ((1, 9),)
+
+
+def test_each_way_a_mismatch_shows_up_is_caught(
+    spark: SparkSession, late_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fallbacks(partitions: int, batch_rows: int) -> List[str]:
+        read = plan_sqlite_read(
+            spark, late_db, "Late", LATE_SCHEMA, partitions, batch_rows=batch_rows
+        )
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="segmentation.io.sqlite"):
+            assert _arrow_rows(read) == LATE_EXPECTED
+        return [r.getMessage() for r in caplog.records if "converting" in r.getMessage()]
+
+    # One row per range, one row per batch: a later batch meets ADBC's type check, or the cast.
+    single = fallbacks(9, 1)
+    assert [m.split(":")[0] for m in single] == [
+        f"SQLite table Late, rowid {r}..{r}" for r in (5, 6, 7, 8, 9)
+    ]
+    assert "not in range" in single[0]  # rowid 5: 2**31 for IntegerType (the safe cast)
+    assert "Type mismatch in column 4: expected DOUBLE" in single[1]  # rowid 6: 'x' (r is c3)
+    assert "Type mismatch in column 1: expected INT64 but got DOUBLE" in single[2]  # 7.5
+    assert "Type mismatch in column 1: expected INT64 but got STRING" in single[3]  # '8'
+    assert "Type mismatch in column 6: expected INT64 but got DOUBLE" in single[4]  # 9.0
+    # Everything in the first batch: ADBC widens the column's type instead of failing.
+    [whole] = fallbacks(1, 65_536)
+    assert "column 'n' arrived as string, not int64" in whole
+    assert whole.endswith("reading rowid 1..9 with the converting query")
