@@ -102,7 +102,9 @@ def _run_spark_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     inputs = [getattr(args, "input", None), getattr(args, "run", None)]
     conf.update(quick_start_conf(inputs, args.master, conf))
     spark = build_session(f"segmentation-{args.command}", args.master, conf)
-    partitions = str(spark.conf.get("spark.sql.shuffle.partitions"))  # the jobs may size it
+    # The jobs may size these two; a session we were lent gets them back as they were.
+    partitions = str(spark.conf.get("spark.sql.shuffle.partitions"))
+    splits = spark.conf.get("spark.sql.files.minPartitionNum", None)
     try:
         return _run_stage(spark, args, argv)
     except Exception as error:  # a damaged input file fails inside a Spark task
@@ -118,6 +120,10 @@ def _run_spark_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
             spark.stop()
         else:  # leave a session we were lent as we found it
             spark.conf.set("spark.sql.shuffle.partitions", partitions)
+            if splits is None:
+                spark.conf.unset("spark.sql.files.minPartitionNum")
+            else:
+                spark.conf.set("spark.sql.files.minPartitionNum", splits)
 
 
 def _run_stage(spark: Any, args: argparse.Namespace, argv: Sequence[str]) -> int:

@@ -167,7 +167,7 @@ def compute_features(
     small action for the drop counts and the latest event; raises before anything is written if
     the dates cannot be read or no customer is left.
     """
-    from segmentation.session import size_shuffle_partitions
+    from segmentation.session import size_file_splits, size_shuffle_partitions
 
     source = get_source(options.source)
     feature_set = source.feature_set(options)
@@ -175,6 +175,7 @@ def compute_features(
     options = dataclasses.replace(options, input=resolve(spark, options.input).path)
     input_bytes = storage.size_in_bytes(spark, options.input)
     manifest.set("shuffle_partitions", size_shuffle_partitions(spark, input_bytes))
+    size_file_splits(spark)
     with manifest.stage("read_and_aggregate"):
         tagged = source.tagged_rows(spark, options)
         aggregates = tagged.rows.transform(source.aggregate(options)).persist(

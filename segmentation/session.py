@@ -69,6 +69,34 @@ def size_shuffle_partitions(spark: SparkSession, input_bytes: int) -> int:
     return wanted
 
 
+#: File splits per core at least, when the jobs size them (:func:`size_file_splits`).
+FILE_SPLITS_PER_CORE = 4
+
+_MIN_SPLITS = "spark.sql.files.minPartitionNum"
+
+
+def size_file_splits(spark: SparkSession) -> Optional[int]:
+    """Ask for at least :data:`FILE_SPLITS_PER_CORE` input splits per core, unless the user chose.
+
+    Spark splits files into at most ``spark.sql.files.maxPartitionBytes`` (128 MB) and at least
+    ``minPartitionNum`` pieces (default: one per core): 444 MB of stream Parquet became 4-5 tasks
+    on 2 cores, the last wave on one core (the per-search partial aggregation used 1.2 of 2
+    cores). With 4 splits per core the waves even out: read + aggregate of 50 M stream rows 39.9 s
+    -> 32.4 s (8 splits; 16 gave 34.0 s). Small files are not cut below
+    ``spark.sql.files.openCostInBytes`` (4 MB) either way.
+
+    Returns
+    -------
+    int or None
+        The minimum in force, ``None`` when the user's setting is left alone.
+    """
+    if spark.conf.get(_MIN_SPLITS, None) is not None:
+        return None
+    wanted = FILE_SPLITS_PER_CORE * spark.sparkContext.defaultParallelism
+    spark.conf.set(_MIN_SPLITS, str(wanted))
+    return wanted
+
+
 #: Local inputs up to this size (bytes) start the driver JVM with :data:`SMALL_INPUT_JAVA_OPTIONS`.
 SMALL_INPUT_BYTES = 64 * 1024 * 1024
 

@@ -66,9 +66,13 @@ def test_events_source_with_column_mapping(spark: SparkSession, tmp_path: Path) 
                         f"\t{10.0 * (1 + user % 3):.2f}")
     log.write_text("\n".join(rows) + "\n")
     out = tmp_path / "out"
+    lent = {k: spark.conf.get(k, None)
+            for k in ("spark.sql.shuffle.partitions", "spark.sql.files.minPartitionNum")}
     assert main(["run", "--source", "events", "--input", str(log), "--output", str(out),
                  "--customer-col", "user", "--timestamp-col", "when", "--session-col", "order",
                  "--amount-col", "total", "--k", "2-3"]) == 0
+    # The job sized partitions and splits for itself, then gave the lent session back as it was.
+    assert {k: spark.conf.get(k, None) for k in lent} == lent
     features = spark.read.parquet(str(published(out) / "features")).filter("customer_id = 'u7'")
     # u7: orders o7-0..o7-3 on 2024-03-08..11, 20.00 each; 03-11 is the latest event of all,
     # so the reference date is 2024-03-12.

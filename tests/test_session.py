@@ -9,14 +9,17 @@ from pathlib import Path
 
 import pytest
 from pyspark import SparkContext
+from pyspark.sql import SparkSession
 
 from segmentation.session import (
     CLASS_ARCHIVE_ENV,
+    FILE_SPLITS_PER_CORE,
     SMALL_INPUT_BYTES,
     SMALL_INPUT_JAVA_OPTIONS,
     class_archive,
     default_class_archive,
     quick_start_conf,
+    size_file_splits,
 )
 
 QUICK = {"spark.driver.extraJavaOptions": SMALL_INPUT_JAVA_OPTIONS}
@@ -125,3 +128,21 @@ def test_a_started_jvm_maps_the_archive_setup_built(tmp_path: Path) -> None:
         timeout=300, check=True,
     ).stdout.split()
     assert archive in mapped
+
+
+def test_file_splits_sized_to_the_cores_unless_chosen(spark: SparkSession) -> None:
+    key = "spark.sql.files.minPartitionNum"
+    before = spark.conf.get(key, None)
+    try:
+        spark.conf.unset(key)
+        cores = spark.sparkContext.defaultParallelism
+        assert size_file_splits(spark) == FILE_SPLITS_PER_CORE * cores
+        assert spark.conf.get(key) == str(FILE_SPLITS_PER_CORE * cores)
+        spark.conf.set(key, "3")  # the user's choice is left alone
+        assert size_file_splits(spark) is None
+        assert spark.conf.get(key) == "3"
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
