@@ -189,8 +189,10 @@ SEGMENT_COL = "segment"
 HIGH_VALUE = 0.5
 LOW_VALUE = -0.5
 
-#: Accuracy of ``percentile_approx`` for the medians (relative rank error 1 / accuracy).
-MEDIAN_ACCURACY = 100_000
+#: Accuracy of ``percentile_approx`` for the medians (relative rank error 1 / accuracy), Spark's
+#: default: within 30 ranks of the true median in a cluster of 300,000. A tenfold accuracy made
+#: the profiles of 620,000 customers cost 6.8-7.9 s instead of 3.3 s, for the same medians.
+MEDIAN_ACCURACY = 10_000
 
 # Intermediate columns of the pipelines; none of them survives ``assign``.
 _INPUT_STRUCT = "__seg_input"
