@@ -675,8 +675,12 @@ def test_final_model_is_the_sweeps_fit(spark: SparkSession, algorithm: str) -> N
                           fitted=swept.fitted(4))
     refitted = fit_segments(frame, cols, 4, RFM_WEIGHTS, max_iter=20, algorithm=algorithm)
     assert reused.labels == refitted.labels
+    # The sweep fits its scaler over the table's own partitions, the refit over the fit layout:
+    # the scaler's sums combine in another order (last-bit differences), which GMM's EM
+    # amplifies to ~1e-9; (bisecting) k-means does not.
+    rel = 1e-6 if algorithm == "gmm" else 1e-9
     for a, b in zip(reused.centroids, refitted.centroids):
-        assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+        assert a == pytest.approx(b, rel=rel, abs=1e-12)
     assertDataFrameEqual(reused.assign(frame), refitted.assign(frame))
     other = next(a for a in ALGORITHMS if a != algorithm)
     with pytest.raises(SegmentationError, match=f"not {other}"):
