@@ -116,17 +116,23 @@ _QUIET_CDS = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 def default_class_archive() -> str:
     """Where ``scripts/setup.sh`` puts the class-data archive: the user's cache folder.
 
-    The name holds the PySpark version and a digest of the PySpark installation and the
-    ``java`` found on the PATH: an archive only serves the class path and the JVM it was built
-    with, so each installation (a clone's ``.venv``) and Java gets its own.
+    The name holds the PySpark version and a digest of the PySpark installation (its path and
+    when its jars were installed) and the ``java`` found on the PATH: an archive only serves the
+    class path and the JVM it was built with, so each installation (a clone's ``.venv``, also a
+    recreated one) and Java gets its own.
     """
     import hashlib
     import shutil
 
     import pyspark
 
-    java = shutil.which("java") or ""
-    key = "\n".join([os.path.dirname(os.path.abspath(pyspark.__file__)), os.path.realpath(java)])
+    java = os.path.realpath(shutil.which("java") or "")
+    home = os.path.dirname(os.path.abspath(pyspark.__file__))
+    jars = os.path.join(home, "jars")
+    # The JVM also checks the jars' modification times: a reinstalled PySpark at the same path
+    # (a recreated .venv) needs a new archive, so their folder's time is part of the name.
+    stamp = str(os.stat(jars).st_mtime_ns) if os.path.isdir(jars) else ""
+    key = "\n".join([home, java, stamp])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(
