@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List, Optional
 
 import pytest
 
@@ -59,8 +61,62 @@ def spark() -> Iterator[SparkSession]:
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
+    global _JVM_PID
+    _JVM_PID = int(session.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
     yield session
     session.stop()
+
+
+# ------------------------------------------------- a hung test says where the JVM is stuck
+
+#: The test session's JVM, once the ``spark`` fixture started it.
+_JVM_PID: Optional[int] = None
+#: Seconds before pytest-timeout's limit (pyproject.toml) when the JVM's busy threads are dumped.
+_DUMP_LEAD_SECONDS = 30
+
+
+#: Frames of threads that only wait for Python (Py4J's listeners, the gateway's main).
+_IDLE_FRAMES = ("waitForCommands", "GatewayServer.run", "PythonGatewayServer$.main")
+
+
+def _busy_jvm_threads(pid: int) -> str:
+    """The Spark task, driver and Py4J threads of the JVM ``pid`` (``jcmd Thread.print``)."""
+    dump = subprocess.run(["jcmd", str(pid), "Thread.print"], capture_output=True, text=True,
+                          timeout=60, check=False).stdout
+    keep: List[str] = []
+    for block in dump.split("\n\n"):
+        head = block.lstrip().split("\n", 1)[0]
+        if any(name in head for name in ("Executor task launch", '"Thread-', '"main"')) and (
+            "RUNNABLE" in block
+        ) and not any(idle in block for idle in _IDLE_FRAMES):
+            keep.append("\n".join(block.strip().split("\n")[:30]))
+    return "\n\n".join(keep) or dump
+
+
+@pytest.fixture(autouse=True)
+def _dump_jvm_before_timeout(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Shortly before pytest-timeout ends a hung test, print where the JVM's threads are.
+
+    pytest-timeout (``timeout_method = "thread"``) then prints the Python stacks and ends the
+    run: a hang fails CI in minutes, saying where, instead of timing out every later test.
+    """
+    limit = float(request.config.getini("timeout") or 0)
+
+    def dump() -> None:
+        if _JVM_PID is not None:
+            sys.__stderr__.write(
+                f"\n== {request.node.nodeid} still running after {limit - _DUMP_LEAD_SECONDS:.0f}"
+                f" s; JVM {_JVM_PID} busy threads:\n{_busy_jvm_threads(_JVM_PID)}\n"
+            )
+            sys.__stderr__.flush()
+
+    timer = threading.Timer(max(limit - _DUMP_LEAD_SECONDS, 1.0), dump) if limit else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    yield
+    if timer is not None:
+        timer.cancel()
 
 
 @pytest.fixture(scope="session")

@@ -124,8 +124,9 @@ import math
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, ContextManager, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from pyspark import StorageLevel
 from pyspark.ml import Estimator, Pipeline, PipelineModel, Transformer
@@ -148,6 +149,7 @@ from pyspark.sql import functions as F
 
 from segmentation.errors import EmptyResultError, InputError, SegmentationError
 from segmentation.segments import metrics
+from segmentation.segments.stall import stall_guard
 from segmentation.sources.common import require_columns, sql_identifier
 
 log = logging.getLogger(__name__)
@@ -453,11 +455,49 @@ def iteration_input(scaled: DataFrame) -> DataFrame:
     return scaled.select(F.col(FEATURES_COL).alias(FEATURES_COL))
 
 
+#: What a user can do when a GaussianMixture fit stalls (see :mod:`segmentation.segments.stall`).
+GMM_STALL_HINT = (
+    "GaussianMixture loops forever on a degenerate covariance (a gaussian left with almost no "
+    "weight); use --algorithm kmeans, fewer k, or more customers per k"
+)
+
+
+def _guard(algorithm: str, data: DataFrame, what: str) -> ContextManager[None]:
+    """A :func:`~segmentation.segments.stall.stall_guard` around a ``gmm`` fit; nothing else.
+
+    k-means and bisecting k-means always end within ``maxIter`` iterations; MLlib's
+    GaussianMixture can spin forever in LAPACK on a degenerate covariance.
+    """
+    if algorithm != "gmm":
+        return nullcontext()
+    return stall_guard(data.sparkSession.sparkContext, what, hint=GMM_STALL_HINT)
+
+
+def _check_customers_per_gaussian(
+    algorithm: str, points: int, k: int, dims: int, what: str
+) -> None:
+    """Refuse a ``gmm`` fit with fewer than ``k * (dims + 1)`` customers.
+
+    A full covariance in ``dims`` dimensions is singular unless its gaussian has at least
+    ``dims + 1`` points; below that EM degenerates (and MLlib's can then loop forever).
+    """
+    needed = k * (dims + 1)
+    if algorithm == "gmm" and 0 < points < needed:
+        raise SegmentationError(
+            f"gmm with k={k} on {dims} features needs at least {needed} customers "
+            f"(k x (features + 1), so that every gaussian's covariance can be non-singular); "
+            f"{what} has {points}"
+        )
+
+
 def _fit(
     algorithm: str, data: DataFrame, k: int, seed: int, max_iter: int, prediction_col: str
 ) -> ClusteringModel:
-    """Fit ``algorithm`` on the ``features`` vectors of ``data``."""
-    model = _estimator(algorithm, k, seed, max_iter, prediction_col).fit(iteration_input(data))
+    """Fit ``algorithm`` on the ``features`` vectors of ``data`` (a stalled gmm fit raises)."""
+    with _guard(algorithm, data, f"{algorithm} fit, k={k}, seed {seed}"):
+        model = _estimator(algorithm, k, seed, max_iter, prediction_col).fit(
+            iteration_input(data)
+        )
     assert isinstance(model, (KMeansModel, BisectingKMeansModel, GaussianMixtureModel))
     return model
 
@@ -754,6 +794,12 @@ def sweep(
         raise EmptyResultError(
             "no customers to cluster"
             + (f" in a {sample_fraction:g} sample" if sample_fraction is not None else "")
+        )
+    _check_customers_per_gaussian(algorithm, points, k_values[-1], len(cols), "the sweep")
+    if stability_seeds:
+        _check_customers_per_gaussian(
+            algorithm, min(points, stability_sample), k_values[-1], len(cols),
+            "the stability sample",
         )
     scaler = Pipeline(
         stages=feature_pipeline(cols, transform, centre=_centres_data(algorithm))
@@ -1302,12 +1348,14 @@ def fit_segments(
         rows = features.count() if customers is None else customers
         if rows == 0:
             raise EmptyResultError("no customers to cluster")
+        _check_customers_per_gaussian(algorithm, rows, k, len(cols), "the table")
         stages: List[PipelineStage] = [
             pack,
             *feature_pipeline(cols, transform, centre=_centres_data(algorithm)),
             _estimator(algorithm, k, seed, max_iter, _PREDICTION),
         ]
-        pipeline = Pipeline(stages=stages).fit(features.coalesce(fit_partitions(rows)))
+        with _guard(algorithm, features, f"{algorithm} final fit, k={k}, seed {seed}"):
+            pipeline = Pipeline(stages=stages).fit(features.coalesce(fit_partitions(rows)))
     raw = _translate(model_centres(pipeline.stages[-1]), _scaler_offset(pipeline.stages))
     if len(raw) < k:
         log.warning("%s returned %d centres for k=%d (few distinct customers)", algorithm,
