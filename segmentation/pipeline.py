@@ -329,6 +329,13 @@ def reproducible_layout(customers: int) -> ft.Transform:
     return transform
 
 
+def laid_out_features(features: DataFrame, customers: int) -> DataFrame:
+    """``features`` in :func:`reproducible_layout` for ``customers``, persisted (not yet filled)."""
+    return features.transform(reproducible_layout(customers)).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+
+
 def feasible_ks(ks: Sequence[int], customers: int) -> Tuple[int, ...]:
     """The k of ``ks`` that ``customers`` can fill; raise when none or too few customers."""
     if customers < 2:
@@ -412,19 +419,27 @@ def cluster_stage(
     layout: OutputLayout,
     manifest: RunManifest,
     customers: Optional[int] = None,
+    laid_out: bool = False,
 ) -> Segmentation:
-    """Sweep k, fit the chosen k and the scales on all customers; write every segment output."""
+    """Sweep k, fit the chosen k and the scales on all customers; write every segment output.
+
+    With ``laid_out``, ``features`` is already in :func:`reproducible_layout` for ``customers``
+    and persisted (:func:`laid_out_features`); either way the persisted table is released here.
+    """
     from segmentation.segments import clustering
     from segmentation.segments.scales import fit_scales
 
     columns = list(feature_set.cluster_columns)
     if customers is None:
         customers = features.count()
-    ks = feasible_ks(options.ks, customers)
+    if not laid_out:
+        features = laid_out_features(features, customers)
+    try:
+        ks = feasible_ks(options.ks, customers)
+    except Exception:
+        features.unpersist()
+        raise
     stability_seeds = options.seeds_for_stability
-    features = features.transform(reproducible_layout(customers)).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
     sweep_fraction = options.sweep_fraction(customers)
     if sweep_fraction is not None and options.sample_fraction is None:
         log.info(
@@ -638,6 +653,9 @@ def run_stage(
     manifest.set("source", feature_opts.source)
     manifest.set("inputs", [{"path": feature_opts.input, "format": feature_opts.input_format}])
     result = compute_features(spark, feature_opts, manifest)
+    # The table is laid out for the clustering once, and `features/` written from that layout:
+    # the sweep then starts from memory, not from re-reading and re-shuffling what was written.
+    features = laid_out_features(result.table, result.customers)
     try:
         feature_set = result.feature_set.with_cluster_columns(cluster_opts.feature_columns)
         _check_feature_columns(result.table, feature_set)
@@ -645,12 +663,15 @@ def run_stage(
         layout.clear()
         _write_rejected(layout, result, manifest)
         with manifest.stage("write_features"):
-            features_path = layout.write_parquet(result.table, "features")
+            layout.write_parquet(features, "features")
+    except Exception:
+        features.unpersist()
+        raise
     finally:  # the cached aggregate is released on every path, errors included
         result.release()
-    features = spark.read.parquet(features_path)
     segmentation = cluster_stage(
-        spark, features, feature_set, cluster_opts, layout, manifest, result.customers
+        spark, features, feature_set, cluster_opts, layout, manifest, result.customers,
+        laid_out=True,
     )
     description = describe_features("run", feature_opts, result, feature_set).with_changes(
         clustering=segmentation.clustering, segments=segmentation.segments,
