@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import sys
@@ -31,7 +32,9 @@ def main(argv: List[str]) -> int:
     from segmentation.session import (
         CLASS_ARCHIVE_ENV,
         class_archive_conf,
+        class_archive_key,
         default_class_archive,
+        stale_class_archives,
         stop_driver_jvm,
     )
 
@@ -64,8 +67,14 @@ def main(argv: List[str]) -> int:
         print("build_class_archive: the JVM wrote no archive", file=sys.stderr)
         return 1
     os.replace(partial, target)
+    target.with_name(target.name + ".json").write_text(json.dumps(class_archive_key()) + "\n")
     print(f"class-data archive {target} ({target.stat().st_size / 1e6:.0f} MB) built in "
           f"{time.monotonic() - started:.0f} s", file=sys.stderr)
+    for stale in stale_class_archives(str(target.parent)):  # of deleted or recreated .venvs
+        for path in (stale, stale + ".json"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        print(f"removed the stale class-data archive {stale}", file=sys.stderr)
     return 0
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
@@ -113,6 +114,50 @@ CLASS_ARCHIVE_ENV = "SEGMENTATION_CLASS_ARCHIVE"
 _QUIET_CDS = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 
 
+def class_archive_key(home: Optional[str] = None) -> Dict[str, str]:
+    """What a class-data archive is built for: a PySpark installation and a ``java``.
+
+    ``home`` is PySpark's folder (default: the imported one's). The JVM also checks the jars'
+    modification times: a reinstalled PySpark at the same path (a recreated .venv) needs a new
+    archive, so their folder's time is part of the key.
+    """
+    import shutil
+
+    if home is None:
+        import pyspark
+
+        home = os.path.dirname(os.path.abspath(pyspark.__file__))
+    jars = os.path.join(home, "jars")
+    return {
+        "pyspark": home,
+        "java": os.path.realpath(shutil.which("java") or ""),
+        "jars_modified_ns": str(os.stat(jars).st_mtime_ns) if os.path.isdir(jars) else "",
+    }
+
+
+def stale_class_archives(folder: str) -> List[str]:
+    """The archives in ``folder`` built for a PySpark installation that is gone or reinstalled.
+
+    Each archive ``scripts/build_class_archive.py`` builds has a ``<archive>.json`` beside it
+    with its :func:`class_archive_key`; an archive is stale when that key no longer holds (every
+    fresh clone's ``.venv`` gets its own archive of ~170 MB). Archives without one are kept.
+    """
+    stale = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, name)
+        if not name.endswith("-classes.jsa") or not os.path.isfile(path + ".json"):
+            continue
+        try:
+            with open(path + ".json", encoding="utf-8") as handle:
+                built_for = json.load(handle)
+            now = class_archive_key(str(built_for["pyspark"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if now["jars_modified_ns"] != built_for.get("jars_modified_ns"):
+            stale.append(path)
+    return stale
+
+
 def default_class_archive() -> str:
     """Where ``scripts/setup.sh`` puts the class-data archive: the user's cache folder.
 
@@ -122,17 +167,10 @@ def default_class_archive() -> str:
     recreated one) and Java gets its own.
     """
     import hashlib
-    import shutil
 
     import pyspark
 
-    java = os.path.realpath(shutil.which("java") or "")
-    home = os.path.dirname(os.path.abspath(pyspark.__file__))
-    jars = os.path.join(home, "jars")
-    # The JVM also checks the jars' modification times: a reinstalled PySpark at the same path
-    # (a recreated .venv) needs a new archive, so their folder's time is part of the name.
-    stamp = str(os.stat(jars).st_mtime_ns) if os.path.isdir(jars) else ""
-    key = "\n".join([home, java, stamp])
+    key = "\n".join(class_archive_key().values())
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +19,11 @@ from segmentation.session import (
     SMALL_INPUT_BYTES,
     SMALL_INPUT_JAVA_OPTIONS,
     class_archive,
+    class_archive_key,
     default_class_archive,
     quick_start_conf,
     size_file_splits,
+    stale_class_archives,
 )
 
 QUICK = {"spark.driver.extraJavaOptions": SMALL_INPUT_JAVA_OPTIONS}
@@ -101,6 +105,35 @@ def test_class_archive_for_every_local_start_when_present(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_class_archive().startswith(str(tmp_path / "xdg" / "segmentation"))
     assert class_archive() is None
+
+
+def test_archives_of_gone_or_reinstalled_pysparks_are_stale(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    live = tmp_path / "live" / "pyspark"
+    (live / "jars").mkdir(parents=True)
+    gone = tmp_path / "gone" / "pyspark"
+    (gone / "jars").mkdir(parents=True)
+
+    def archive(name: str, home: Path) -> str:
+        path = cache / f"spark-3.5.6-{name}-classes.jsa"
+        path.write_bytes(b"x")
+        Path(f"{path}.json").write_text(json.dumps(class_archive_key(str(home))))
+        return str(path)
+
+    current = archive("live", live)
+    removed = archive("gone", gone)
+    reinstalled = archive("old", live)
+    Path(f"{reinstalled}.json").write_text(
+        json.dumps({**class_archive_key(str(live)), "jars_modified_ns": "1"})
+    )
+    (cache / "spark-3.5.6-legacy-classes.jsa").write_bytes(b"x")  # no key beside it: kept
+    (cache / "spark-3.5.6-bad-classes.jsa").write_bytes(b"x")
+    (cache / "spark-3.5.6-bad-classes.jsa.json").write_text("{not json")
+    shutil.rmtree(gone.parent)
+    assert stale_class_archives(str(cache)) == sorted([removed, reinstalled])
+    assert current not in stale_class_archives(str(cache))
+    assert stale_class_archives(str(tmp_path / "nowhere")) == []
 
 
 def test_a_started_jvm_maps_the_archive_setup_built(tmp_path: Path) -> None:
