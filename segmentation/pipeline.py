@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -613,7 +614,8 @@ def _write_profiles(
     """Write ``profiles/`` and ``profiles.json``; return the profile rows.
 
     The profiles are computed once and collected (one row per segment); ``profiles/`` is written
-    from those rows, not by running the aggregation again.
+    from those rows, not by running the aggregation again. The per-segment pass and the pass per
+    RFM segment and value tier run at once (two independent Spark jobs).
     """
     from segmentation.segments import clustering
 
@@ -621,7 +623,12 @@ def _write_profiles(
     numeric = {f.name for f in assignments.schema.fields if isinstance(f.dataType, NumericType)}
     profiled = columns + [c for c in feature_set.columns if c in numeric and c not in columns]
     profiles = clustering.segment_profiles(assignments, profiled, feature_set.value_column, model)
-    collected = profiles.collect()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="profiles") as pool:
+        by_scale = pool.submit(
+            _group_profiles, assignments, feature_set, ("rfm_segment", "value_tier")
+        )
+        collected = profiles.collect()
+        grouped = by_scale.result()
     profile_rows = [row.asDict(recursive=True) for row in collected]
     layout.write_parquet(
         assignments.sparkSession.createDataFrame(collected, profiles.schema), "profiles",
@@ -630,8 +637,7 @@ def _write_profiles(
     layout.write_json(
         "profiles.json",
         {"feature_columns": columns, "value_column": feature_set.value_column,
-         "segments": profile_rows,
-         "by": _group_profiles(assignments, feature_set, ("rfm_segment", "value_tier"))},
+         "segments": profile_rows, "by": grouped},
     )
     return profile_rows
 
