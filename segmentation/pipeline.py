@@ -310,6 +310,9 @@ def features_stage(
 
 #: Customers per partition of the clustered table (see :func:`reproducible_layout`).
 CUSTOMERS_PER_PARTITION = 100_000
+#: ``run`` keeps the laid-out customer table cached above this many customers (see
+#: :func:`run_stage`); below, it reads ``features/`` back.
+KEEP_LAID_OUT_ABOVE = CUSTOMERS_PER_PARTITION
 
 
 def reproducible_layout(customers: int) -> ft.Transform:
@@ -664,7 +667,7 @@ def run_stage(
     # cost the sweep 5 s. Below, `features/` is read back: each of the run's ~200 later Spark
     # jobs takes ~40 ms less over a file scan than over the cached aggregate's lineage, and that
     # is most of what a run on a few hundred customers costs.
-    keep_cached = result.customers > CUSTOMERS_PER_PARTITION
+    keep_cached = result.customers > KEEP_LAID_OUT_ABOVE
     written = laid_out_features(result.table, result.customers) if keep_cached else result.table
     try:
         feature_set = result.feature_set.with_cluster_columns(cluster_opts.feature_columns)

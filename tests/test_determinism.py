@@ -116,6 +116,30 @@ def test_same_segments_across_sessions_and_shuffle_partitions(
             assert other["manifest"][key] == reference["manifest"][key], key
 
 
+@pytest.mark.e2e
+def test_same_segments_from_the_cached_layout_as_from_features_read_back(
+    spark: SparkSession, retail_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run`` clusters the cached laid-out table above 100,000 customers, else re-reads
+    ``features/``: both paths give the same outputs, value for value."""
+    from segmentation import pipeline
+
+    argv = ["run", "--source", "retail", "--input", str(retail_sample), *RUN_FLAGS]
+    assert main([*argv, "--output", str(tmp_path / "read-back")]) == 0
+    monkeypatch.setattr(pipeline, "KEEP_LAID_OUT_ABOVE", 0)
+    assert main([*argv, "--output", str(tmp_path / "cached")]) == 0
+    read_back, cached = results(tmp_path / "read-back"), results(tmp_path / "cached")
+    assert len(cached["assignments"]) == 254
+    for name in ("assignments", "features"):
+        pd.testing.assert_frame_equal(cached[name], read_back[name], check_exact=True, obj=name)
+    assert cached["profiles"] == read_back["profiles"]
+    assert cached["k_selection"] == read_back["k_selection"]
+    # The cached path writes features/ in the clustering layout: one file per 100,000 customers
+    # (the read-back path's files follow the shuffle settings: tests/test_cli.py checks them).
+    files = list((published(tmp_path / "cached") / "features").glob("part-*.parquet"))
+    assert len(files) == 1, files
+
+
 TIME_ZONE_LINES = [
     # Evening invoices: in UTC still 2009-12-01 / 12-03, the same local dates in New York.
     "489434,85048,CANDLE,12,2009-12-01 23:45:00,6.95,13085.0,United Kingdom",
