@@ -89,7 +89,7 @@ def ingest_stage(
             "partitions": partitions,
         }
         log.info(
-            "%s: %s rows in %.1f s (%s rows/s, %d partitions)", name, f"{rows:,}", seconds,
+            "%s: %s rows in %.1f s (%s rows/s, %d partition(s))", name, f"{rows:,}", seconds,
             f"{report[name]['rows_per_second']:,.0f}", report[name]["partitions"],
         )
     manifest.set("source", source)

@@ -399,7 +399,7 @@ def plan_sqlite_read(
             )
         ranges = split_rowid_range(lo, hi, num_partitions)
         log.info(
-            "Reading SQLite table %s of %s: rowid %d..%d in %d partitions",
+            "Reading SQLite table %s of %s: rowid %d..%d in %d partition(s)",
             actual,
             local,
             lo,
@@ -479,7 +479,7 @@ def write_sqlite_parquet(
     )
     if read.ranges:
         log.info(
-            "Writing SQLite table %s: rowid %d..%d in %d ranges, a Parquet file each, to %s",
+            "Writing SQLite table %s: rowid %d..%d in %d range(s), a Parquet file each, to %s",
             read.table, read.ranges[0][0], read.ranges[-1][1], len(read.ranges), folder,
         )
     local = isinstance(filesystem, pafs.LocalFileSystem)
