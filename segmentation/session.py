@@ -291,6 +291,20 @@ def configure_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+#: Spark loggers whose warnings say nothing to a user of this product: a plan string shortened
+#: for a log line (the profiles' aggregate has more than 25 columns).
+QUIET_SPARK_LOGGERS = ("org.apache.spark.sql.catalyst.util.SparkStringUtils",)
+
+
+def _quiet_spark_loggers(spark: SparkSession) -> None:
+    """Raise :data:`QUIET_SPARK_LOGGERS` to ERROR in the driver JVM's log4j 2."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    error = jvm.org.apache.logging.log4j.Level.ERROR
+    for name in QUIET_SPARK_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, error)
+
+
 def build_session(
     app_name: str,
     master: Optional[str] = None,
@@ -353,6 +367,7 @@ def build_session(
         s3.export_sdk_v1_environment()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(spark_log_level)
+    _quiet_spark_loggers(spark)
     # Endpoint, region and credentials of this environment, also on a session already running.
     s3.configure_s3(spark)
     log.info(

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import List
 
 import pytest
 from pyspark import SparkContext
@@ -179,3 +180,22 @@ def test_file_splits_sized_to_the_cores_unless_chosen(spark: SparkSession) -> No
             spark.conf.unset(key)
         else:
             spark.conf.set(key, before)
+
+
+def test_spark_warnings_that_say_nothing_to_users_are_quieted(spark: SparkSession) -> None:
+    from segmentation.session import QUIET_SPARK_LOGGERS, _quiet_spark_loggers
+
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+
+    def levels() -> List[str]:
+        get = jvm.org.apache.logging.log4j.LogManager.getLogger
+        return [get(name).getLevel().toString() for name in QUIET_SPARK_LOGGERS]
+
+    # What a job's session has: Spark's own warnings on (the test session keeps ERROR).
+    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+        QUIET_SPARK_LOGGERS[0], jvm.org.apache.logging.log4j.Level.WARN
+    )
+    assert levels()[0] == "WARN"
+    _quiet_spark_loggers(spark)
+    assert levels() == ["ERROR"] * len(QUIET_SPARK_LOGGERS)
