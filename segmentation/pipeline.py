@@ -438,19 +438,15 @@ def cluster_stage(
         customers = features.count()
     if not laid_out:
         features = laid_out_features(features, customers)
-    try:
+    try:  # the persisted table is released on every path (finally below)
         ks = feasible_ks(options.ks, customers)
-    except Exception:
-        features.unpersist()
-        raise
-    stability_seeds = options.seeds_for_stability
-    sweep_fraction = options.sweep_fraction(customers)
-    if sweep_fraction is not None and options.sample_fraction is None:
-        log.info(
-            "%s customers: the k sweep fits a %.3g sample (--sweep-sample %s), the final model "
-            "everyone", f"{customers:,}", sweep_fraction, f"{options.sweep_sample:,}",
-        )
-    try:
+        stability_seeds = options.seeds_for_stability
+        sweep_fraction = options.sweep_fraction(customers)
+        if sweep_fraction is not None and options.sample_fraction is None:
+            log.info(
+                "%s customers: the k sweep fits a %.3g sample (--sweep-sample %s), the final "
+                "model everyone", f"{customers:,}", sweep_fraction, f"{options.sweep_sample:,}",
+            )
         with manifest.stage("k_sweep"):
             sweep = clustering.sweep(
                 features, columns, ks, transform=options.transform, seed=options.seed,
