@@ -177,8 +177,10 @@ def test_shuffle_partitions_are_sized_to_the_input_unless_chosen(spark: SparkSes
     try:
         spark.conf.set(USER_PARTITIONS, "false")
         assert size_shuffle_partitions(spark, 1_000) == 2  # the cores of local[2]
-        assert size_shuffle_partitions(spark, 10 * INPUT_BYTES_PER_PARTITION + 1) == 11
-        assert spark.conf.get("spark.sql.shuffle.partitions") == "11"
+        # 11 partitions' worth, rounded up to whole waves of the 2 cores
+        assert size_shuffle_partitions(spark, 10 * INPUT_BYTES_PER_PARTITION + 1) == 12
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "12"
+        assert size_shuffle_partitions(spark, 9 * INPUT_BYTES_PER_PARTITION + 1) == 10
         assert size_shuffle_partitions(spark, 10**15) == 2_000
         spark.conf.set("spark.sql.shuffle.partitions", "7")
         spark.conf.set(USER_PARTITIONS, "true")  # --conf spark.sql.shuffle.partitions=7

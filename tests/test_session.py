@@ -22,6 +22,7 @@ from segmentation.session import (
     class_archive,
     class_archive_key,
     default_class_archive,
+    local_driver_memory_conf,
     quick_start_conf,
     size_file_splits,
     stale_class_archives,
@@ -60,6 +61,31 @@ def test_small_local_inputs_start_the_jvm_with_the_quick_jit(
     assert quick_start_conf([str(small)], "yarn", {}) == {}
     user = {"spark.driver.extraJavaOptions": "-Xss4m"}
     assert quick_start_conf([str(small)], None, user) == {}
+
+
+def test_local_jvms_get_a_driver_heap_unless_chosen(
+    no_jvm: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import segmentation.session as session
+
+    monkeypatch.delenv("SPARK_DRIVER_MEMORY", raising=False)
+    monkeypatch.setattr(session, "_physical_memory_mb", lambda: 24 * 1024)
+    assert local_driver_memory_conf(None, {}) == {"spark.driver.memory": "2048m"}
+    assert local_driver_memory_conf("local[2]", {}) == {"spark.driver.memory": "2048m"}
+    monkeypatch.setattr(session, "_physical_memory_mb", lambda: 6 * 1024)  # a quarter of it
+    assert local_driver_memory_conf(None, {}) == {"spark.driver.memory": "1536m"}
+    monkeypatch.setattr(session, "_physical_memory_mb", lambda: 2 * 1024)  # never below 1 GB
+    assert local_driver_memory_conf(None, {}) == {"spark.driver.memory": "1024m"}
+    monkeypatch.setattr(session, "_physical_memory_mb", lambda: None)
+    assert local_driver_memory_conf(None, {}) == {"spark.driver.memory": "2048m"}
+
+    assert local_driver_memory_conf("yarn", {}) == {}
+    assert local_driver_memory_conf(None, {"spark.driver.memory": "8g"}) == {}
+    monkeypatch.setenv("SPARK_DRIVER_MEMORY", "3g")
+    assert local_driver_memory_conf(None, {}) == {}
+    monkeypatch.delenv("SPARK_DRIVER_MEMORY")
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "12345")  # under spark-submit: already started
+    assert local_driver_memory_conf(None, {}) == {}
 
 
 def test_no_jvm_options_once_a_jvm_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

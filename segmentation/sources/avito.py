@@ -59,7 +59,9 @@ def avito_searches(
     =========================  ================================================================
 
     Apply to ``SearchInfo``: ``search_info.transform(avito_searches(search_stream))``. Output
-    columns: ``customer_id`` (UserID as text), ``search_id``, ``search_time``, ``impressions``,
+    columns: ``customer_id`` (UserID, typed as in SearchInfo: :func:`rfe_aggregates` makes it
+    text after grouping, so that 14M searches are grouped on a long, not on a string),
+    ``search_id``, ``search_time``, ``impressions``,
     ``contextual_impressions``, ``clicks``, ``orphan_stream_rows``, ``drop_reason``,
     ``in_search_info`` and ``raw`` (the SearchInfo row as text).
     """
@@ -74,7 +76,7 @@ def avito_searches(
         )
         info = search_info.select(
             "SearchID",
-            F.col("UserID").cast("string").alias("customer_id"),
+            F.col("UserID").alias("customer_id"),
             parse_timestamp(F.col("SearchDate"), timestamp_format).alias("search_time"),
             timestamp_family(F.col("SearchDate"), timestamp_format).alias("date_family"),
             F.lit(True).alias("in_search_info"),
@@ -114,7 +116,8 @@ def rfe_aggregates(checks: bool = False) -> Transform:
     :data:`AVITO_DROP_REASONS` (searches) and ``dropped_stream_rows_without_search`` (stream
     rows). With ``checks``, the searches per date format family
     (:func:`~segmentation.sources.common.check_counts`; the ids and dates of SearchInfo are
-    typed, so there is no text to check for U+FFFD).
+    typed, so there is no text to check for U+FFFD). ``customer_id`` is grouped as SearchInfo
+    types it and cast to text afterwards, on one row per user.
     """
 
     def transform(searches: DataFrame) -> DataFrame:
@@ -139,7 +142,7 @@ def rfe_aggregates(checks: bool = False) -> Transform:
             F.sum(F.col("orphan_stream_rows")).cast("long").alias(
                 DROPPED_PREFIX + STREAM_ROWS_WITHOUT_SEARCH
             ),
-        )
+        ).withColumn("customer_id", F.col("customer_id").cast("string"))
 
     return transform
 

@@ -105,18 +105,27 @@ DATE_FAMILIES: Mapping[str, str] = {
 _FALLBACK_FAMILIES = ("month_first", "month_first", "day_first", "year_first")
 
 
-def timestamp_family(column: Column, timestamp_format: Optional[str] = None) -> Column:
-    """The :data:`DATE_FAMILIES` key of the format that reads ``column`` (NULL: none does).
+def _family_code(name: str) -> Column:
+    """The tagged-row code of a :data:`DATE_FAMILIES` key: its position, as a tinyint."""
+    return F.lit(list(DATE_FAMILIES).index(name)).cast("tinyint")
 
-    The same candidates, in the same order, as :func:`parse_timestamp`; with
-    ``timestamp_format`` every readable date is of that one format (``year_first``).
+
+def timestamp_family(column: Column, timestamp_format: Optional[str] = None) -> Column:
+    """The format family that reads ``column``: a tinyint code (NULL: none does).
+
+    The code is the position of the family's key in :data:`DATE_FAMILIES` (a byte instead of
+    text: the tagged rows carry it through the shuffles of the aggregate). The same candidates,
+    in the same order, as :func:`parse_timestamp`; with ``timestamp_format`` every readable date
+    is of that one format (``year_first``).
     """
     text = F.trim(column.cast("string"))
     if timestamp_format:
-        return F.when(F.to_timestamp(text, timestamp_format).isNotNull(), F.lit("year_first"))
-    family = F.when(text.cast("timestamp").isNotNull(), F.lit("year_first"))
+        return F.when(
+            F.to_timestamp(text, timestamp_format).isNotNull(), _family_code("year_first")
+        )
+    family = F.when(text.cast("timestamp").isNotNull(), _family_code("year_first"))
     for fmt, name in zip(FALLBACK_TIMESTAMP_FORMATS, _FALLBACK_FAMILIES):
-        family = family.when(F.to_timestamp(text, fmt).isNotNull(), F.lit(name))
+        family = family.when(F.to_timestamp(text, fmt).isNotNull(), _family_code(name))
     return family
 
 
@@ -124,11 +133,13 @@ def check_counts(invalid_text: bool = True) -> List[Column]:
     """The input checks' counts, for the customer ``groupBy`` of a source (not of its tests).
 
     Per :data:`DATE_FAMILIES` key the rows whose date it read (column ``date_family`` of the
-    tagged rows), and with ``invalid_text`` the rows whose text holds U+FFFD (column
-    :data:`INVALID_TEXT`).
+    tagged rows, :func:`timestamp_family`'s code), and with ``invalid_text`` the rows whose text
+    holds U+FFFD (column :data:`INVALID_TEXT`).
     """
     counts = [
-        F.sum(F.when(F.col("date_family") == name, 1).otherwise(0)).alias(DATE_FORMAT_PREFIX + name)
+        F.sum(F.when(F.col("date_family") == _family_code(name), 1).otherwise(0)).alias(
+            DATE_FORMAT_PREFIX + name
+        )
         for name in DATE_FAMILIES
     ]
     if invalid_text:
