@@ -83,9 +83,15 @@ class RunManifest:
         self.document[key] = value
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        """Time a stage, log its start and end, and record its seconds."""
+    def stage(self, name: str, concurrent_with: Optional[str] = None) -> Iterator[None]:
+        """Time a stage, log its start and end, and record its seconds.
+
+        ``concurrent_with`` names the stage this one runs beside (from another thread): it is
+        recorded under ``concurrent_stages``, so that a reader does not add overlapping seconds.
+        """
         log.info("%s ...", name)
+        if concurrent_with is not None:
+            self.document.setdefault("concurrent_stages", {})[name] = concurrent_with
         started = time.monotonic()
         yield
         seconds = round(time.monotonic() - started, 3)
