@@ -182,3 +182,17 @@ def test_same_seed_same_segments(spark: SparkSession, retail_sample: Path, tmp_p
     assert [(r["k"], r["wssse"], r["silhouette"]) for r in runs[0]] == [
         (r["k"], r["wssse"], r["silhouette"]) for r in runs[1]
     ]
+
+
+def test_preload_imports_in_a_thread_and_leaves_failures_to_the_importer() -> None:
+    import sys
+
+    from segmentation.cli import REPORT_LIBRARIES, preload
+
+    name = "json.tool"  # a leaf module this test process has not imported yet
+    sys.modules.pop(name, None)
+    preload(["segmentation_no_such_module", name]).join(timeout=60)
+    assert name in sys.modules
+    assert "segmentation_no_such_module" not in sys.modules
+    for library in REPORT_LIBRARIES:  # leaves: they never import this package or PySpark
+        assert not library.startswith(("segmentation", "pyspark"))
