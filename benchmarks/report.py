@@ -270,50 +270,54 @@ def targets(documents: Sequence[Dict[str, Any]]) -> List[str]:
     return [*lines, "", *MISSED_TARGETS, ""]
 
 
-#: Why the missed targets are missed: profiles measured by hand (Spark event logs, manifests,
-#: isolated and paired timings) on 2026-11-23/24 at the code of the results above; re-measure
-#: when it changes.
+#: Where the time goes and why the missed targets are missed: profiles measured by hand (Spark
+#: event logs, JFR, per-thread CPU, manifests, isolated and paired timings) on 2026-11-23/24 at
+#: the code of the results above; re-measure when it changes.
 MISSED_TARGETS = [
-    "### Why the missed targets are missed (profiles of 2026-11-23 and 24)",
+    "### Where the time goes, and why the missed targets are missed (profiles of 2026-11-24)",
     "",
-    "- **The machine is noisy.** On 2026-11-24 the same DuckDB run took 27.2, 33.6 and 40.4 s "
-    "in three consecutive runs, `segmentation run` 86.6, 101.7 and 116.5 s (the night before: "
-    "29.4 s and 83.5 s medians), slower with each run and with nothing else running. The VM's "
-    "page cache stayed near 3.6 GB of 24 GB, with a DAMON reclaimer (`kdamond`) active; the "
-    "cause is not established. Compare changes in pairs: on 2026-11-24, old and new code "
-    "alternating on the 50M rows, the code before that day's changes took 110.6 and 95.4 s, "
-    "after them 97.3 and 82.6 s (k sweep 31.3/30.2 s -> 25.3/19.7 s).",
-    "- **50M rows within 2.5x of DuckDB** (2.8x on 2026-11-23: 83.5 s against 29.4 s; 3.0x in "
-    "the slower run of 2026-11-24). DuckDB computes the features in 6.3 s and spends 19 of its "
-    "22 s sweep on sampled silhouettes; `segmentation run` spends 34-38 s reading and "
-    "aggregating. The Spark event log of that stage (2 cores): SearchInfo scan and shuffle of "
-    "14.3M rows, 283 MB written (3 tasks, 6-7 s); the stream scan with the per-search partial "
-    "aggregate, 49.8M rows in, 13.9M out (15 s, 17.6 s of CPU); the full outer join "
-    "(sort-merge) of both 14M-row sides with the per-user partial aggregate (16.6 s, 30.9 s of "
-    "CPU: the two sorts); the final per-user aggregate (3 s). A shuffled hash join instead was "
-    "slower (37.7 s of CPU). The k sweep no longer re-reads and re-shuffles `features/`: above "
-    "100,000 customers the laid-out table is cached once and `features/` written from it. "
-    "Every Spark job over that cache costs ~40 ms more than over a file scan (its plan carries "
-    "the aggregate's lineage), so runs below 100,000 customers read `features/` back.",
-    "- **Demo under 15 s** (21.1 s on 2026-11-23, 24.0 s on 2026-11-24; paired with the "
-    "previous code the same day, 18-22 s either way). Its 254 customers are 34,766 lines: every "
-    "stage is Spark's fixed cost. Per stage: 5.4-5.8 s outside stages (Python and JVM start, "
-    "session: 2 s with the class-data archive), 4.1 s reading and aggregating (6 jobs, most of "
-    "it Catalyst planning and code generation in a cold JVM), 6.0-6.5 s for the sweep of "
-    "k = 3..6 (about 33 jobs per k: scaler, cache, k-means|| initialisation ~10, Lloyd "
-    "iterations ~11, metrics 4; 1.6 s per k once the JVM is warm), 5.8-7.6 s for tiers, writes, "
-    "model and report (~90 jobs of 30-100 ms). AQE off made no difference (20.0-22.3 s).",
-    "- **local[2] 1.8x faster than local[1]** (1.04x; 1.75x against one CPU). `local[1]` is one "
-    "task slot, not one core: its JVM compiles, collects garbage and plans on the other core "
-    "(1.8 cores busy at 10M rows), so it runs within 4% of `local[2]`. Confined to one CPU "
-    "(`taskset -c 0`) the same run takes 85.3 s, and two cores give 1.75x: what is left is the "
+    "- **The machine is noisy.** On 2026-11-24 three consecutive DuckDB runs of the 50M rows "
+    "took 27.2, 33.6 and 40.4 s at 01:50 and 29.7-33.4 s at 05:00, with nothing else running. "
+    "Compare changes in alternating pairs (old, new, old, new), as every figure below was.",
+    "- **50M rows within 2.5x of DuckDB: met, with a thin margin** (2.3x: 74.2 s against "
+    "32.4 s; against the fastest DuckDB run seen, 27.2 s, it would be 2.7x). Read + aggregate "
+    "went from 34.4/34.8 s to 27.1/27.3 s (paired) when the 14M searches were grouped on the "
+    "long UserID instead of its text (cast after grouping, on 620k rows), the date-format "
+    "family became a tinyint instead of a string carried through the shuffle, and local runs "
+    "got a 2 GB driver heap: with Spark's 1 GB the join and per-user partial aggregate spilled "
+    "1.6 GB (24.6 s of CPU; 17.5 s without the spill). Shuffle partitions are rounded to whole "
+    "waves of the cores (11 -> 12). The score cut points and value tiers are fitted beside the "
+    "k sweep (manifest `concurrent_stages`): 71.4 s against 74-76 s. Its event log now: "
+    "SearchInfo scan and shuffle 5 s (6.5 s CPU), stream scan with the per-search partial "
+    "aggregate 11.5 s (10.4 s CPU), sort-merge join with the per-user partial aggregate "
+    "12 s (19-20 s CPU), final aggregate 1.7 s. A union of both tables aggregated by SearchID "
+    "instead of the join was slower (38.5 s: the partial aggregate of 14M distinct SearchIDs "
+    "gains nothing). The k sweep (21-24 s for k = 2..10 on 50,000 customers) is mostly the "
+    "JVM's first use of MLlib: the same sweep takes 10 s once warm, and a 1,000-customer sweep "
+    "run before it cuts it to 13 s; JIT settings did not help (C1 only: 94 s end to end; "
+    "`-XX:CompileThresholdScaling=0.1`: sweep 28 s instead of 22 s), nor did whole-stage code "
+    "generation off.",
+    "- **Demo under 15 s** (18.5 s; 24.0 s in the morning's run). Its 254 customers are "
+    "34,766 lines: every stage is Spark's fixed cost, ~180 jobs of 30-100 ms. Per stage: "
+    "~3.5 s outside stages (Python and JVM start with the class-data archive, session, stop), "
+    "3.4 s reading and aggregating (6 jobs, most of it planning and code generation in a cold "
+    "JVM), 6.3 s for the sweep of k = 3..6 (~23 jobs per k: k-means|| initialisation, Lloyd "
+    "iterations, metrics) with the scales' 4.3 s beside it, 3.8 s for assignments, profiles, "
+    "model and report. A 1,000-customer sweep costs 8.7 s in a fresh JVM (4,080 classes "
+    "loaded) and 4.3 s in a warm one. Importing the report's libraries while the JVM starts "
+    "saved 1.2 s (paired); the Spark UI off, AQE off, whole-stage code generation off made no "
+    "difference.",
+    "- **local[2] 1.8x faster than local[1]** (1.00x; 1.72x against one CPU). `local[1]` is one "
+    "task slot, not one core: its JVM compiles, collects garbage and plans on the other core, "
+    "so it runs as fast as `local[2]` (48.9 s against 50.3 s). Confined to one CPU "
+    "(`taskset -c 0`) the run takes 84.7-86.8 s, and two cores give 1.72x: what is left is the "
     "serial part (driver planning, the sweep's job chains).",
-    "- **Ingest 3M rows/s and 2x `sqlite3 -csv`** (2.36M rows/s, 1.28x; SearchInfo 1.62x). Each "
-    "task now reads its rowid range with ADBC and writes Parquet itself with pyarrow (no Spark "
+    "- **Ingest 3M rows/s and 2x `sqlite3 -csv`** (2.25M rows/s, 1.24x; SearchInfo 1.70x). Each "
+    "task reads its rowid range with ADBC and writes Parquet itself with pyarrow (no Spark "
     "rows): about 1.5M rows/s per core, read and write together, so two cores top out near 3M; "
     "a warm session writes the stream table at 2.98-3.12M rows/s. The first Python job of a "
     "session waits 1.4 s for its workers to start (0.15 s later on): 10.1M rows pay it in "
-    "4.3 s. ADBC's plain `SELECT` is ~2M rows/s per core; `sqlite3 -csv` is one core.",
+    "4.5 s. ADBC's plain `SELECT` is ~2M rows/s per core; `sqlite3 -csv` is one core.",
 ]
 
 
