@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from segmentation.io.schemas import AVITO_SEARCH_INFO, AVITO_SEARCH_STREAM
@@ -228,6 +229,35 @@ def test_rfe_aggregates(spark: SparkSession) -> None:
         RFE_AGG_SCHEMA,
     )
     assertDataFrameEqual(result, expected)
+
+
+def test_avito_searches_are_grouped_on_the_typed_user_id(spark: SparkSession) -> None:
+    """14M searches are grouped on SearchInfo's long UserID; only the aggregate is text."""
+    stream, info = avito_tables(spark)
+    searches = info.transform(avito.avito_searches(stream))
+    types = dict(searches.dtypes)
+    assert types["customer_id"] == "bigint"
+    assert types["date_family"] == "tinyint"  # a code, not text, through the shuffle
+    aggregates = searches.transform(avito.rfe_aggregates())
+    assert dict(aggregates.dtypes)["customer_id"] == "string"
+
+
+def test_date_families_are_tinyint_codes_counted_by_name(spark: SparkSession) -> None:
+    dates = spark.createDataFrame(
+        [("2015-05-10 18:11:01",), ("12/1/2010 8:26",), ("13.01.2010 8:26",), ("garbage",)],
+        "text string",
+    )
+    families = dates.select(ft.timestamp_family(F.col("text")).alias("date_family"))
+    expected_codes = [list(ft.DATE_FAMILIES).index(name)
+                      for name in ("year_first", "month_first", "day_first")]
+    assert [r["date_family"] for r in families.collect()] == [*expected_codes, None]
+    counts = families.agg(*ft.check_counts(invalid_text=False)).first()
+    assert counts is not None
+    assert counts.asDict() == {
+        ft.DATE_FORMAT_PREFIX + "year_first": 1,
+        ft.DATE_FORMAT_PREFIX + "month_first": 1,
+        ft.DATE_FORMAT_PREFIX + "day_first": 1,
+    }
 
 
 def test_avito_features_with_default_reference_date(spark: SparkSession) -> None:
