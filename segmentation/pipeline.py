@@ -440,7 +440,10 @@ def cluster_stage(
     if customers is None:
         customers = features.count()
     if not laid_out:
+        # Filled now: the sweep and the scales' thread would otherwise both compute it (and
+        # Spark warns that a block "already exists" when the second one tries to store it).
         features = laid_out_features(features, customers)
+        features.count()
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scales")
     try:  # the persisted table is released on every path (finally below)
         ks = feasible_ks(options.ks, customers)
