@@ -333,8 +333,13 @@ def configure_logging(verbose: bool = False) -> None:
 
 
 #: Spark loggers whose warnings say nothing to a user of this product: a plan string shortened
-#: for a log line (the profiles' aggregate has more than 25 columns).
-QUIET_SPARK_LOGGERS = ("org.apache.spark.sql.catalyst.util.SparkStringUtils",)
+#: for a log line (the profiles' aggregate has more than 25 columns); MLlib's BLAS/LAPACK
+#: loader saying that no native library is installed (it then uses its Java implementation,
+#: which the clustering of a few features needs no more than).
+QUIET_SPARK_LOGGERS = (
+    "org.apache.spark.sql.catalyst.util.SparkStringUtils",
+    "dev.ludovic.netlib",
+)
 
 
 def _quiet_spark_loggers(spark: SparkSession) -> None:

@@ -219,9 +219,11 @@ def test_spark_warnings_that_say_nothing_to_users_are_quieted(spark: SparkSessio
         return [get(name).getLevel().toString() for name in QUIET_SPARK_LOGGERS]
 
     # What a job's session has: Spark's own warnings on (the test session keeps ERROR).
-    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
-        QUIET_SPARK_LOGGERS[0], jvm.org.apache.logging.log4j.Level.WARN
-    )
-    assert levels()[0] == "WARN"
+    for name in QUIET_SPARK_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+            name, jvm.org.apache.logging.log4j.Level.WARN
+        )
+    assert levels() == ["WARN"] * len(QUIET_SPARK_LOGGERS)
+    assert "dev.ludovic.netlib" in QUIET_SPARK_LOGGERS  # "Failed to load implementation ..."
     _quiet_spark_loggers(spark)
     assert levels() == ["ERROR"] * len(QUIET_SPARK_LOGGERS)
