@@ -229,6 +229,13 @@ def _small_local_inputs(inputs: Sequence[Optional[str]]) -> bool:
     return True
 
 
+def _starts_local_jvm(master: Optional[str]) -> bool:
+    """Whether this process is about to start a local-mode driver JVM (none runs yet)."""
+    if SparkContext._jvm is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return False  # a JVM is running: under spark-submit, or a session lent
+    return (master or "local").startswith("local")
+
+
 def quick_start_conf(
     inputs: Sequence[Optional[str]], master: Optional[str], conf: Mapping[str, str]
 ) -> Dict[str, str]:
@@ -241,9 +248,7 @@ def quick_start_conf(
     local, when a JVM is running already (under spark-submit, a session lent) or when the user
     set driver Java options.
     """
-    if SparkContext._jvm is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
-        return {}
-    if not (master or "local").startswith("local") or "spark.driver.extraJavaOptions" in conf:
+    if not _starts_local_jvm(master) or "spark.driver.extraJavaOptions" in conf:
         return {}
     options = []
     archive = class_archive()
@@ -277,9 +282,7 @@ def local_driver_memory_conf(master: Optional[str], conf: Mapping[str, str]) -> 
     already (under spark-submit, a session lent), or when ``conf`` or ``$SPARK_DRIVER_MEMORY``
     sets the driver memory.
     """
-    if SparkContext._jvm is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
-        return {}
-    if not (master or "local").startswith("local"):
+    if not _starts_local_jvm(master):
         return {}
     if "spark.driver.memory" in conf or os.environ.get("SPARK_DRIVER_MEMORY"):
         return {}
