@@ -1,12 +1,15 @@
-"""Tests of segmentation.segments.tiers: per-metric 1-D KMeans, boundaries, value tiers."""
+"""Tests of segmentation.segments.tiers: per-metric optimal 1-D k-means, boundaries, value tiers."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from typing import Dict, List, Sequence, Tuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyspark.ml.clustering import KMeans
 from pyspark.ml.feature import VectorAssembler
 from pyspark.sql import SparkSession
@@ -22,12 +25,12 @@ from pyspark.sql.types import (
 from pyspark.testing import assertDataFrameEqual
 
 from segmentation.errors import EmptyResultError, InputError, SegmentationError
-from segmentation.segments.clustering import fit_partitions
 from segmentation.segments.tiers import (
     RFM_METRICS,
     ValueTierModel,
     default_tier_cuts,
     fit_value_tiers,
+    kmeans_1d,
     rank_column,
     with_value_tiers,
 )
@@ -108,39 +111,64 @@ def test_fit_three_obvious_clusters_per_metric(spark: SparkSession) -> None:
     assertDataFrameEqual(features.transform(with_value_tiers(model)), expected)
 
 
-def test_boundaries_reproduce_the_kmeans_assignment(spark: SparkSession) -> None:
+def _sse(values: Sequence[float], centres: Sequence[float]) -> float:
+    return sum(min((v - c) ** 2 for c in centres) for v in values)
+
+
+def _optimum(values: Sequence[float], k: int) -> float:
+    """The lowest within-cluster sum of squares of ``k`` intervals of sorted ``values``."""
+    x = sorted(values)
+    best = math.inf
+    for cuts in itertools.combinations(range(1, len(x)), k - 1):
+        bounds = (0, *cuts, len(x))
+        groups = [x[a:b] for a, b in zip(bounds, bounds[1:])]
+        best = min(best, sum(_sse(g, [sum(g) / len(g)]) for g in groups))
+    return best
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 40).map(lambda v: v / 4), min_size=1, max_size=9),
+    st.integers(3, 4),
+)
+def test_kmeans_1d_is_the_optimal_clustering(values: List[float], k: int) -> None:
+    centres = kmeans_1d(values, k)
+
+    assert centres == sorted(set(centres))
+    distinct = sorted(set(values))
+    if len(distinct) <= k:
+        assert centres == distinct
+    else:
+        assert len(centres) == k
+        assert _sse(values, centres) == pytest.approx(_optimum(values, k), abs=1e-9)
+
+
+def test_boundaries_reproduce_the_nearest_centre_and_beat_mllib(spark: SparkSession) -> None:
     values = [int(1.2**i) for i in range(40)] + [0, 0, 3, 3, 3]
     frame = spark.createDataFrame(
         [(f"c{i:02d}", v) for i, v in enumerate(values)], "customer_id string, frequency long"
     )
     model = fit_value_tiers(frame, [("frequency", True)], k=4, seed=7)
 
-    vectors = VectorAssembler(inputCols=["x"], outputCol="v").transform(
-        frame.withColumn("x", F.log1p(F.greatest(F.col("frequency").cast("double"), F.lit(0.0))))
-    )
-    # The tiers fit sees its points laid out as every fit is (fit_partitions: one partition).
-    kmeans = KMeans(k=4, seed=7, maxIter=20, featuresCol="v").fit(
-        vectors.coalesce(fit_partitions(len(values)))
-    )
-    centres = [float(c[0]) for c in kmeans.clusterCenters()]
+    logs = [math.log1p(v) for v in values]
+    centres = [math.log1p(c) for c in model.centroids["frequency"]]
     assert len(centres) == 4
-    assert list(model.centroids["frequency"]) == pytest.approx(
-        sorted(math.expm1(c) for c in centres), rel=1e-12
+    # What the per-metric MLlib KMeans of earlier versions found: the optimum is no worse.
+    vectors = VectorAssembler(inputCols=["x"], outputCol="v").transform(
+        frame.withColumn("x", F.log1p(F.col("frequency").cast("double")))
     )
-    position = {i: sorted(centres).index(c) for i, c in enumerate(centres)}
-    rows = (
-        kmeans.transform(vectors)
-        .select(
-            "frequency",
-            "prediction",
-            rank_column(F.col("frequency"), model.boundaries["frequency"], True).alias("rank"),
-        )
-        .collect()
-    )
+    mllib = KMeans(k=4, seed=7, maxIter=20, featuresCol="v").fit(vectors)
+    assert _sse(logs, centres) <= _sse(logs, [float(c[0]) for c in mllib.clusterCenters()]) + 1e-9
+    assert _sse(logs, centres) == pytest.approx(_optimum(logs, 4), rel=1e-12)
+    # Ranking the raw values by the raw-unit boundaries is nearest-centre on the log scale.
+    rows = frame.select(
+        "frequency",
+        rank_column(F.col("frequency"), model.boundaries["frequency"], True).alias("rank"),
+    ).collect()
     assert len(rows) == len(values)
-    assert [(r["frequency"], position[r["prediction"]]) for r in rows] == [
-        (r["frequency"], r["rank"]) for r in rows
-    ]
+    for row in rows:
+        distances = [abs(math.log1p(row["frequency"]) - c) for c in centres]
+        assert row["rank"] == distances.index(min(distances)), row
     assert {r["rank"] for r in rows} == {0, 1, 2, 3}
 
 

@@ -90,8 +90,8 @@ class Scales:
 def fit_scales(features: DataFrame, feature_set: FeatureSet, seed: int = 42) -> Scales:
     """Fit the score cut points and the value tiers of ``feature_set`` on ``features``.
 
-    ``features`` is read once for the cut points and once per metric for the tiers, all at once
-    (concurrent Spark jobs from threads): cache it.
+    ``features`` is read once for the cut points and twice for the tiers (a count, then the
+    sampled metrics), the two at once (concurrent Spark jobs from threads): cache it.
     """
     specs = scores.score_specs(feature_set.scores, feature_set.value_weights)
     metrics = [(spec.feature, spec.higher_is_better) for spec in specs]
