@@ -33,6 +33,7 @@ from segmentation.layout import (
     RUNS,
     OutputLayout,
     check_name,
+    literal_frame,
     output_root,
     read_pointer,
     resolve,
@@ -69,6 +70,32 @@ def make_run(root: Path, run_id: str, finished: bool = True) -> Path:
 
 
 # ------------------------------------------------------------------------------ the layout
+
+
+def test_rows_of_the_driver_are_written_with_their_schema(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    from segmentation.pipeline import K_SELECTION_SCHEMA
+
+    rows = [  # NULLs, an empty array, NaN: every kind of value the k_selection table holds
+        (3, 291.6, 0.48, None, 201.2, None, [106, 95, 53], 3, 4.1, True),
+        (4, 248.6, float("nan"), 1.07, None, 0.5, [], 4, 4.2, False),
+    ]
+    expected = spark.createDataFrame(rows, K_SELECTION_SCHEMA)
+    built = literal_frame(spark, rows, K_SELECTION_SCHEMA)
+    assert built.schema == K_SELECTION_SCHEMA  # nullability included
+    assertDataFrameEqual(built, expected)
+    assert literal_frame(spark, [], K_SELECTION_SCHEMA).count() == 0
+    with pytest.raises(ValueError, match="10 values"):
+        literal_frame(spark, [(3, 1.0)], K_SELECTION_SCHEMA)
+
+    layout = OutputLayout(spark, str(tmp_path / "out"), "run")
+    layout.check(False)
+    layout.clear()
+    path = layout.write_rows(rows, K_SELECTION_SCHEMA, "k_selection")
+    assert len([p for p in os.listdir(path) if p.endswith(".parquet")]) == 1
+    assertDataFrameEqual(spark.read.parquet(path), expected)
+
 
 
 def test_a_run_is_written_to_a_new_folder_and_published_last(
