@@ -107,7 +107,9 @@ def test_manifest_counts_and_reference_date(manifest: Dict[str, Any], retail_ful
     assert set(manifest["timings_seconds"]) >= {
         "read_and_aggregate", "k_sweep", "fit_scores_and_tiers", "total"
     }
-    assert manifest["concurrent_stages"] == {"fit_scores_and_tiers": "k_sweep"}
+    assert manifest["concurrent_stages"] == {
+        "fit_scores_and_tiers": "k_sweep", "save_model": "write_assignments"
+    }
     assert manifest["versions"]["pyspark"] == "3.5.6"
     assert manifest["parameters"]["cancellations"] == "net"
     assert manifest["parameters"]["ks"] == [2, 3, 4, 5]
