@@ -23,12 +23,14 @@ log = logging.getLogger("segmentation")
 
 EXIT_USAGE = 2
 
-#: Libraries the report imports (~0.5 s): the commands that write a report import them in a
-#: thread while the driver JVM starts, a wait the main thread spends idle. Only leaves that
-#: import nothing of this package or of PySpark, so the two threads never import a module cycle.
+#: Libraries the report and the clustering import (~0.5 s and ~0.3 s): the commands that
+#: write a report import them in a thread while the driver JVM starts, a wait the main thread
+#: spends idle. Only leaves that import nothing of this package or of PySpark, so the two
+#: threads never import a module cycle (pandas is what ``pyspark.ml.functions`` costs; the
+#: 1-D k-means of the value tiers is ``ckwrap``).
 REPORT_LIBRARIES = (
     "jinja2", "matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.ticker",
-    "matplotlib.patches", "matplotlib.colors",
+    "matplotlib.patches", "matplotlib.colors", "pandas", "ckwrap",
 )
 
 #: The commands that write an HTML report.
