@@ -196,3 +196,21 @@ def test_preload_imports_in_a_thread_and_leaves_failures_to_the_importer() -> No
     assert "segmentation_no_such_module" not in sys.modules
     for library in REPORT_LIBRARIES:  # leaves: they never import this package or PySpark
         assert not library.startswith(("segmentation", "pyspark"))
+
+
+def test_the_console_script_ends_with_the_status_and_flushed_output(tmp_path: Path) -> None:
+    # `segmentation` ends its process with os._exit once the command is done: what it printed
+    # into pipes (block-buffered) must still arrive, and the status must be main()'s.
+    command = [str(BIN / "segmentation"), "generate", "avito", "--users", "10", "--searches",
+               "50", "--format", "parquet", "--out", str(tmp_path / "avito")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {tmp_path / 'avito'} (parquet): 10 users, 50 searches")
+    assert "generate finished in" in done.stderr  # the log handler was flushed too
+
+    command[command.index("--searches") + 1] = "5"  # fewer searches than users: refused
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines()[-1] == (
+        "error: searches must be at least users (10) so that every user searches once, got 5"
+    )
