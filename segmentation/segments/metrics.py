@@ -164,34 +164,46 @@ def cluster_statistics(
     }
     xs = [F.col(f"x{d}") for d in range(dims)]
     cluster = F.col("cluster")
-    norm = _sum_squares(xs)
+    # Built in steps, each projection naming what the next reuses (the squared norm, the mean
+    # squared distance to each cluster, the point's own and nearest other cluster): written as
+    # one expression, every reuse copies a whole subtree, and planning the copies cost ~0.5 s
+    # per k on any number of points.
+    normed = _points(predictions, features_col, prediction_col, dims).select(
+        "cluster", *xs, _sum_squares(xs).alias("norm")
+    )
     # Mean squared distance from the point to the points of each non-empty cluster.
     to_cluster = {
-        c: norm + F.lit(psi / n) - F.lit(2.0 / n) * _dot(xs, ys)
+        c: F.col("norm") + F.lit(psi / n) - F.lit(2.0 / n) * _dot(xs, ys)
         for c, (n, ys, psi) in sums.items()
     }
-    sizes = {c: F.lit(float(n)) for c, (n, _, _) in sums.items()}
-    own_size = _case(cluster, sizes)
-    # Excluding the point itself from its own cluster's mean (no division for a lone point).
-    own = F.when(
-        own_size > 1, _case(cluster, to_cluster) * own_size / (own_size - F.lit(1.0))
-    )
-    others = [F.when(cluster != c, d) for c, d in to_cluster.items()]
-    neighbour = F.least(*others) if len(others) > 1 else others[0]
-    silhouette = (
-        F.when(own_size <= 1, F.lit(0.0))
-        .when(own < neighbour, F.lit(1.0) - own / neighbour)
-        .when(own > neighbour, neighbour / own - F.lit(1.0))
-        .otherwise(F.lit(0.0))
-    )
     squared = _case(
         cluster,
         {c: _sum_squares([x - F.lit(float(v)) for x, v in zip(xs, centre)])
          for c, centre in centres.items()},
     )
+    distances = normed.select(
+        "cluster",
+        squared.alias("sq"),
+        _case(cluster, {c: F.lit(float(n)) for c, (n, _, _) in sums.items()}).alias("size"),
+        *[d.alias(f"d{c}") for c, d in to_cluster.items()],
+    )
+    # Excluding the point itself from its own cluster's mean (no division for a lone point).
+    size = F.col("size")
+    own = F.when(
+        size > 1, _case(cluster, {c: F.col(f"d{c}") for c in to_cluster}) * size / (size - 1.0)
+    )
+    others = [F.when(cluster != c, F.col(f"d{c}")) for c in to_cluster]
+    nearest = F.least(*others) if len(others) > 1 else others[0]
+    paired = distances.select("cluster", "sq", "size", own.alias("own"), nearest.alias("other"))
+    own, other = F.col("own"), F.col("other")
+    silhouette = (
+        F.when(size <= 1, F.lit(0.0))
+        .when(own < other, F.lit(1.0) - own / other)
+        .when(own > other, other / own - F.lit(1.0))
+        .otherwise(F.lit(0.0))
+    )
     measured = (
-        _points(predictions, features_col, prediction_col, dims)
-        .select("cluster", squared.alias("sq"), silhouette.alias("s"))
+        paired.select("cluster", "sq", silhouette.alias("s"))
         .groupBy("cluster")
         .agg(
             F.avg(F.sqrt("sq")).alias("mean_distance"),
