@@ -462,6 +462,7 @@ def cluster_stage(
                 sample_fraction=sweep_fraction, max_iter=options.max_iter,
                 algorithm=options.algorithm, stability_seeds=stability_seeds,
                 stability_sample=options.stability_sample, parallelism=options.parallelism,
+                rows=customers,
             )
         results = sweep.results
         method = options.select if len(ks) > 1 else "fixed"

@@ -294,6 +294,14 @@ def test_sweep_results_do_not_depend_on_parallelism(
         sweep_k(blobs, ["x", "y"], [2], parallelism=0)
 
 
+def test_a_known_row_count_is_not_counted_again(
+    blobs: DataFrame, blob_sweep: List[KResult]
+) -> None:
+    counted = sweep(blobs, ["x", "y"], [2, 3, 4, 5], transform="none", max_iter=10,
+                    rows=blobs.count())
+    assert without_seconds(counted.results) == without_seconds(blob_sweep)
+
+
 # ---------------------------------------------------------------- (3) degenerate inputs
 
 

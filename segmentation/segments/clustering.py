@@ -704,6 +704,7 @@ def sweep(
     stability_seeds: int = 0,
     stability_sample: int = DEFAULT_STABILITY_SAMPLE,
     parallelism: Optional[int] = None,
+    rows: Optional[int] = None,
 ) -> Sweep:
     """Fit ``algorithm`` for each k and measure the clusterings, to choose k.
 
@@ -747,6 +748,9 @@ def sweep(
         At most this many k fitted at once (default :data:`DEFAULT_SWEEP_PARALLELISM`, never more
         than the number of k). Results do not depend on it: each fit is seeded and reads the same
         cached vectors.
+    rows
+        The number of rows of ``features``, when the caller knows it: without a sample it is
+        the number of points, and the sweep does not count them again.
 
     Returns
     -------
@@ -764,10 +768,10 @@ def sweep(
 
     Notes
     -----
-    Passes over the input: one to count it, one to fit the transform, one to cache the scaled
-    vectors in :func:`fit_partitions` partitions; everything after that reads the cache (plus,
-    with stability, one pass to draw and cache its sample). Per k: the fit, then two passes for
-    the metrics (:func:`segmentation.segments.metrics.clustering_metrics`).
+    Passes over the input: one to count it (unless ``rows`` says), one to fit the transform, one
+    to cache the scaled vectors in :func:`fit_partitions` partitions; everything after that reads
+    the cache (plus, with stability, one pass to draw and cache its sample). Per k: the fit, then
+    two passes for the metrics (:func:`segmentation.segments.metrics.clustering_metrics`).
     """
     cols = _check_names(feature_cols)
     _check_transform(transform)
@@ -789,7 +793,7 @@ def sweep(
     if sample_fraction is not None and sampled:
         data = data.sample(withReplacement=False, fraction=sample_fraction, seed=seed)
     started = time.perf_counter()
-    points = data.count()
+    points = rows if rows is not None and not sampled else data.count()
     if points == 0:  # the scaler cannot be fitted on nothing
         raise EmptyResultError(
             "no customers to cluster"
