@@ -734,13 +734,10 @@ def _report(
     input_path: str,
     manifest: RunManifest,
 ) -> None:
-    from segmentation.reporting import collect_report_inputs, write_report
+    from segmentation.reporting import report_run
 
     with manifest.stage("write_report"):
-        write_report(
-            layout,
-            collect_report_inputs(layout, description, profiles, k_selection, input_path),
-        )
+        report_run(layout, description, profiles, k_selection, input_path)
 
 
 def cluster_only_stage(

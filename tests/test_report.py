@@ -16,6 +16,12 @@ from matplotlib.image import imread
 
 from segmentation.report import LOST, NEW, ReportInputs, describe_segment, render_report
 from segmentation.report.describe import MISSING, format_number, format_percent
+from segmentation.report.render import (
+    customer_figures,
+    render_figures,
+    report_files,
+    summary_figures,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO / "out" / "report-screenshot.png"
@@ -312,6 +318,15 @@ def test_render_full_report(full: Dict[str, bytes]) -> None:
     assert "Movement since the last run" in html
     assert "scored with a saved model" not in html
     assert len(full["report.html"]) < 800_000, "report too large"
+
+
+def test_figures_drawn_in_two_parts_make_the_same_report(full: Dict[str, bytes]) -> None:
+    # A run draws the figures without customer rows while it collects those rows.
+    inputs = make_inputs(migration=make_migration())
+    parts = {**customer_figures(inputs), **summary_figures(inputs)}  # not in page order
+    assert sorted(parts) == sorted(ALL_FIGURES)
+    assert report_files(inputs, parts) == full
+    assert list(render_figures(inputs)) == list(ALL_FIGURES)
 
 
 def test_render_without_migration_and_sweep() -> None:

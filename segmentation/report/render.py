@@ -163,6 +163,48 @@ def _migration_rows(
     ]
 
 
+def summary_figures(inputs: ReportInputs) -> Dict[str, bytes]:
+    """The figures drawn from the segment profiles, the k sweep and the migration.
+
+    ``segment_sizes.png``, ``centroids.png``, ``elbow.png`` and ``silhouette.png`` (only with a
+    k sweep), ``migration.png`` (only with a non-empty migration): everything
+    :func:`render_figures` draws but what needs customer rows (:func:`customer_figures`), so
+    that it can be drawn while those are collected.
+    """
+    profiles = inputs.ordered_profiles
+    out: Dict[str, bytes] = {}
+    out["segment_sizes.png"] = fig.segment_sizes_png(profiles, inputs.value_label)
+    out["centroids.png"] = fig.centroids_png(profiles, inputs.feature_columns)
+    if inputs.k_selection:
+        out["elbow.png"] = fig.elbow_png(inputs.k_selection)
+        out["silhouette.png"] = fig.silhouette_png(inputs.k_selection)
+    if inputs.migration:
+        out["migration.png"] = fig.migration_png(inputs.migration, inputs.segment_order)
+    return out
+
+
+def customer_figures(inputs: ReportInputs) -> Dict[str, bytes]:
+    """The figures drawn from customer rows (:func:`summary_figures` draws the others).
+
+    ``recency_frequency.png`` (only when the sample has customers) and ``rfm_grid.png`` (only
+    with an RFM grid).
+    """
+    out: Dict[str, bytes] = {}
+    scatter = fig.recency_frequency_png(inputs.sample, inputs.segment_order)
+    if scatter is not None:
+        out["recency_frequency.png"] = scatter
+    if inputs.rfm_grid:
+        out["rfm_grid.png"] = fig.rfm_grid_png(inputs.rfm_grid, inputs.grid_layout)
+    return out
+
+
+#: The order of the figures on the page (and in :func:`render_figures`' result).
+FIGURE_ORDER = (
+    "segment_sizes.png", "centroids.png", "recency_frequency.png", "elbow.png", "silhouette.png",
+    "rfm_grid.png", "migration.png",
+)
+
+
 def render_figures(inputs: ReportInputs) -> Dict[str, bytes]:
     """Draw the report's figures.
 
@@ -174,27 +216,19 @@ def render_figures(inputs: ReportInputs) -> Dict[str, bytes]:
     Returns
     -------
     dict
-        File name to PNG bytes, in the order the page shows them: ``segment_sizes.png``,
-        ``centroids.png``, ``recency_frequency.png`` (only when the sample has customers),
-        ``elbow.png`` and ``silhouette.png`` (only with a k sweep), ``rfm_grid.png`` (only with
-        an RFM grid), ``migration.png`` (only with a non-empty migration).
+        File name to PNG bytes, in the order the page shows them (:data:`FIGURE_ORDER`):
+        ``segment_sizes.png``, ``centroids.png``, ``recency_frequency.png`` (only when the sample
+        has customers), ``elbow.png`` and ``silhouette.png`` (only with a k sweep),
+        ``rfm_grid.png`` (only with an RFM grid), ``migration.png`` (only with a non-empty
+        migration); :func:`summary_figures` and :func:`customer_figures` together.
     """
-    profiles = inputs.ordered_profiles
-    order = inputs.segment_order
-    out: Dict[str, bytes] = {}
-    out["segment_sizes.png"] = fig.segment_sizes_png(profiles, inputs.value_label)
-    out["centroids.png"] = fig.centroids_png(profiles, inputs.feature_columns)
-    scatter = fig.recency_frequency_png(inputs.sample, order)
-    if scatter is not None:
-        out["recency_frequency.png"] = scatter
-    if inputs.k_selection:
-        out["elbow.png"] = fig.elbow_png(inputs.k_selection)
-        out["silhouette.png"] = fig.silhouette_png(inputs.k_selection)
-    if inputs.rfm_grid:
-        out["rfm_grid.png"] = fig.rfm_grid_png(inputs.rfm_grid, inputs.grid_layout)
-    if inputs.migration:
-        out["migration.png"] = fig.migration_png(inputs.migration, order)
-    return out
+    return in_page_order({**summary_figures(inputs), **customer_figures(inputs)})
+
+
+def in_page_order(figures: Mapping[str, bytes]) -> Dict[str, bytes]:
+    """``figures`` ordered as :data:`FIGURE_ORDER` (any other name last, as given)."""
+    rank = {name: i for i, name in enumerate(FIGURE_ORDER)}
+    return dict(sorted(figures.items(), key=lambda item: rank.get(item[0], len(rank))))
 
 
 def render_html(inputs: ReportInputs, figures: Mapping[str, bytes]) -> str:
@@ -261,6 +295,10 @@ def render_report(inputs: ReportInputs) -> Dict[str, bytes]:
         figure, the PNGs are the same images for use elsewhere. Which figures there are is
         described in :func:`render_figures`. The caller writes the files (locally or to S3).
     """
-    figures = render_figures(inputs)
-    html = render_html(inputs, figures)
-    return {"report.html": html.encode("utf-8"), **figures}
+    return report_files(inputs, render_figures(inputs))
+
+
+def report_files(inputs: ReportInputs, figures: Mapping[str, bytes]) -> Dict[str, bytes]:
+    """``{"report.html": ..., "<figure>.png": ...}`` from the inputs and the drawn ``figures``."""
+    ordered = in_page_order(figures)
+    return {"report.html": render_html(inputs, ordered).encode("utf-8"), **ordered}
