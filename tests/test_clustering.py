@@ -549,6 +549,7 @@ def test_segment_profiles_whole_frame(spark: SparkSession) -> None:
     assertDataFrameEqual(profiles, expected, checkRowOrder=True)
     plan = profiles._jdf.queryExecution().executedPlan().toString()
     assert "Join" not in plan
+    assert "rangepartitioning" not in plan  # ordered without sampling the rows first
 
 
 def test_segment_profiles_without_value(spark: SparkSession) -> None:
