@@ -1,12 +1,10 @@
 """The Spark side of the report: collect a run's small results, render, write ``report/``.
 
-:func:`collect_report_inputs` reads what a run wrote (profiles, the k sweep, the RFM grid counts
-and a bounded sample of customers for the scatter plot: nothing else customer-level reaches the
-driver) into :class:`~segmentation.report.inputs.ReportInputs`; :func:`write_report` renders it
-(:mod:`segmentation.report`) and writes ``report/report.html``, the figures as PNG and
-``report/report_inputs.json``, from which ``compare`` re-renders the report with the migration
-heatmap. :func:`report_run` does both for a run, drawing the figures that need no customer row
-while the rows are collected.
+:func:`report_run` reads what a run wrote (profiles, the k sweep, the RFM grid counts and a
+bounded sample of customers for the scatter plot: nothing else customer-level reaches the driver)
+into :class:`~segmentation.report.inputs.ReportInputs`, renders it (:mod:`segmentation.report`)
+and writes ``report/report.html``, the figures as PNG and ``report/report_inputs.json``, from
+which ``compare`` re-renders the report with the migration heatmap (:func:`write_report`).
 """
 
 from __future__ import annotations
@@ -122,20 +120,6 @@ def _with_customer_rows(
     )
 
 
-def collect_report_inputs(
-    layout: OutputLayout,
-    description: RunDescription,
-    profiles: Sequence[Mapping[str, Any]],
-    k_selection: Sequence[Mapping[str, Any]],
-    input_path: str,
-) -> ReportInputs:
-    """The report of the run being written in ``layout`` (after ``assignments/``)."""
-    return _with_customer_rows(
-        layout, _run_inputs(description, profiles, k_selection, input_path),
-        int(description.clustering.get("seed", 42)),
-    )
-
-
 def report_run(
     layout: OutputLayout,
     description: RunDescription,
@@ -145,9 +129,11 @@ def report_run(
 ) -> str:
     """Collect, render and write the report of the run being written in ``layout``.
 
-    What :func:`write_report` does with :func:`collect_report_inputs`, with the figures that need
-    no customer row drawn in a thread while the driver waits for the Spark jobs that collect the
-    rows (matplotlib on one core, the JVM on the other: 0.3 s of the demo's report).
+    Reads what the run wrote (after ``assignments/``): the profiles and the k sweep as given,
+    a bounded sample of customers and the RFM grid counts from ``assignments/``. The figures
+    that need no customer row are drawn in a thread while the driver waits for the Spark jobs
+    that collect the rows (matplotlib on one core, the JVM on the other: 0.3 s of the demo's
+    report).
     """
     from segmentation.report.render import customer_figures, summary_figures
 
