@@ -676,7 +676,8 @@ def literal_frame(
     """``rows`` (values in ``schema``'s field order) as a DataFrame of ``schema``, from literals.
 
     Built in the JVM (``inline`` of an array of struct literals, cast to the schema), so no
-    Python worker decodes anything; for a few dozen rows, not for data.
+    Python worker decodes anything; for a few dozen rows, not for data. Without rows every
+    column is nullable.
     """
     if not rows:
         return spark.range(0).select(
