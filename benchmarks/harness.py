@@ -70,6 +70,77 @@ class Measurement:
     cpu_seconds: float  #: user + system of the tree (waited-for descendants)
     returncode: int
     load_average: Optional[float] = None
+    #: Seconds the command's processes (a driver JVM) ran on after the command had returned.
+    lingered_seconds: float = 0.0
+    #: CPU seconds of the JVM(s) by thread group (:func:`jvm_thread_group`); Linux only.
+    jvm_cpu_seconds: Dict[str, float] = field(default_factory=dict)
+
+
+#: How long :func:`measure` waits for the processes a command leaves behind.
+LINGER_TIMEOUT_SECONDS = 120.0
+
+#: Every this many samples, :func:`measure` also reads the CPU time of each JVM thread.
+THREAD_SAMPLE_EVERY = 5
+
+#: JVM thread groups, by the start of the thread's name (``/proc/PID/task/TID/comm``, at most
+#: 15 characters), in report order.
+JVM_THREAD_GROUPS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
+    ("tasks", ("Executor task l",)),
+    ("jit_c2", ("C2 CompilerThre",)),
+    ("jit_c1", ("C1 CompilerThre",)),
+    ("driver_calls", ("Thread-",)),  # py4j's threads: the driver's code, called from Python
+    ("scheduler", ("dag-scheduler", "dispatcher-", "task-result-get", "spark-listener",
+                   "Spark Context C", "rpc-", "netty-")),
+    ("gc", ("GC Thread", "G1 ", "VM Thread")),
+)
+
+
+def jvm_thread_group(name: str) -> str:
+    """The group of a JVM thread of this name in :data:`JVM_THREAD_GROUPS`, else ``other``.
+
+    ``Thread-N`` are the threads py4j runs Python's calls on: MLlib's driver loops, query
+    planning and job submission of the driver, as asked for from Python.
+    """
+    for group, prefixes in JVM_THREAD_GROUPS:
+        if name.startswith(prefixes):
+            return group
+    return "other"
+
+
+def _thread_cpu(pid: int) -> Dict[int, Tuple[str, float]]:
+    """Per thread of ``pid``: its group and its user + system CPU seconds (``{}`` off Linux)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    threads: Dict[int, Tuple[str, float]] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return threads
+    for tid in tids:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        threads[int(tid)] = (jvm_thread_group(name), (int(fields[11]) + int(fields[12])) / tick)
+    return threads
+
+
+def _session_processes(session: int) -> List[Any]:
+    """The live processes (psutil) of the session ``session``, whoever their parent is now.
+
+    Zombies are not live: an orphan that has exited waits for init to reap it (here up to ~2 s).
+    """
+    import psutil
+
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (OSError, psutil.Error):
+            continue
+    return found
 
 
 def measure(command: Sequence[str], log_path: Path, timeout: float,
@@ -77,7 +148,11 @@ def measure(command: Sequence[str], log_path: Path, timeout: float,
     """Run ``command`` in its own session, sampling the RSS of its process tree every 0.2 s.
 
     stdout and stderr go to ``log_path``. After ``timeout`` seconds the session is terminated
-    (SIGTERM, then SIGKILL) and the return code is negative.
+    (SIGTERM, then SIGKILL) and the return code is negative. The wall time ends when the
+    command returns; then the processes it left in its session are waited for (a local-mode
+    driver JVM outlives PySpark's Python by a second or two, deleting its shuffle files), so
+    that one run's teardown never competes with the next run: ``lingered_seconds``, and their
+    CPU is counted.
     """
     import psutil
 
@@ -86,6 +161,14 @@ def measure(command: Sequence[str], log_path: Path, timeout: float,
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     peak = peak_java = peak_driver = 0
     cpu_seen: Dict[int, float] = {}  # per process: user + system seconds, last sample
+    threads_seen: Dict[Tuple[int, int], Tuple[str, float]] = {}  # (JVM pid, tid): last sample
+    java_pids: set = set()
+
+    def sample_threads() -> None:
+        for pid in java_pids:
+            for tid, entry in _thread_cpu(pid).items():
+                threads_seen[(pid, tid)] = entry
+
     with log_path.open("wb") as log:
         log.write(("$ " + shlex.join(command) + "\n").encode())
         log.flush()
@@ -93,6 +176,7 @@ def measure(command: Sequence[str], log_path: Path, timeout: float,
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                                 env=env, start_new_session=True)
         root = psutil.Process(proc.pid)
+        samples = 0
         while proc.poll() is None:
             total = java = driver = 0
             try:
@@ -108,26 +192,52 @@ def measure(command: Sequence[str], log_path: Path, timeout: float,
                     continue
                 cpu_seen[process.pid] = times.user + times.system
                 total += rss
+                if "java" in name:
+                    java_pids.add(process.pid)
                 if process.pid == proc.pid:
                     driver = rss
                 elif "java" in name:
                     java += rss
             peak, peak_java, peak_driver = max(peak, total), max(peak_java, java), max(
                 peak_driver, driver)
+            samples += 1
+            if samples % THREAD_SAMPLE_EVERY == 0:
+                sample_threads()
             if time.perf_counter() - started > timeout:
                 _stop(proc)
                 break
             time.sleep(SAMPLE_SECONDS)
         proc.wait()
         wall = time.perf_counter() - started
+        returned = time.perf_counter()
+        while True:
+            left = _session_processes(proc.pid)
+            for process in left:
+                try:
+                    times = process.cpu_times()
+                except psutil.Error:
+                    continue
+                cpu_seen[process.pid] = times.user + times.system
+            sample_threads()
+            if not left:
+                break
+            if time.perf_counter() - returned > LINGER_TIMEOUT_SECONDS:
+                _stop(proc)
+                break
+            time.sleep(SAMPLE_SECONDS)
+        lingered = time.perf_counter() - returned
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     # Waited-for descendants are in RUSAGE_CHILDREN; a JVM left to init is not: take the larger
     # of that and the sum of the last CPU times sampled per process.
     cpu = max((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
               sum(cpu_seen.values()))
+    by_group: Dict[str, float] = {}
+    for group, seconds in threads_seen.values():
+        by_group[group] = by_group.get(group, 0.0) + seconds
     mb = 1 / 2**20
     return Measurement(round(wall, 3), round(peak * mb, 1), round(peak_java * mb, 1),
-                       round(peak_driver * mb, 1), round(cpu, 2), proc.returncode, load)
+                       round(peak_driver * mb, 1), round(cpu, 2), proc.returncode, load,
+                       round(lingered, 2), {g: round(v, 2) for g, v in by_group.items()})
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -404,7 +514,7 @@ def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
         "failed_runs": len(runs) - len(ok),
         **{key: _median([r.get(key) for r in ok]) for key in (
             "wall_seconds", "peak_rss_mb", "peak_java_mb", "peak_driver_mb", "cpu_seconds",
-            "startup_and_other", "silhouette_seconds")},
+            "startup_and_other", "silhouette_seconds", "lingered_seconds")},
         "wall_seconds_all": [r["wall_seconds"] for r in ok],
         "stages": {s: _median([(r.get("stages") or {}).get(s) for r in ok])
                    for s in sorted(stage_names)},
@@ -425,6 +535,11 @@ def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
         summary["manifest_stages"] = {
             s: _median([(r.get("manifest_stages") or {}).get(s) for r in ok])
             for s in sorted(manifest_names)}
+    groups = {g for r in ok for g in (r.get("jvm_cpu_seconds") or {})}
+    if groups:
+        summary["jvm_cpu_seconds"] = {
+            g: _median([(r.get("jvm_cpu_seconds") or {}).get(g, 0.0) for r in ok])
+            for g in [name for name, _ in JVM_THREAD_GROUPS] + ["other"] if g in groups}
     if ok[-1].get("silhouette"):
         summary["silhouette"] = ok[-1]["silhouette"]
     return summary

@@ -125,7 +125,42 @@ def segmentation_stages(document: Dict[str, Any]) -> List[str]:
     cells = [f"{name} {_num(sec)} s ({100 * (sec or 0) / wall:.0f}%)" for name, sec in rows]
     cells.append(f"outside stages (JVM start, session, imports) {_num(other)} s "
                  f"({100 * other / wall:.0f}%)")
-    return ["", "`segmentation` manifest stages, medians: " + "; ".join(cells) + "."]
+    lines = ["", "`segmentation` manifest stages, medians: " + "; ".join(cells) + "."]
+    cpu = s.get("jvm_cpu_seconds")
+    if cpu:
+        total = sum(cpu.values()) or 1.0
+        lines += ["", "Its driver JVM's CPU by thread (medians): " + ", ".join(
+            f"{title} {_num(cpu.get(group))} s" for group, title in JVM_CPU_TITLES.items()
+            if cpu.get(group) is not None) + f" ({100 * cpu.get('tasks', 0.0) / total:.0f}% "
+            "in tasks)."]
+    return lines
+
+
+#: Column titles of :func:`jvm_cpu_table`, by thread group of ``benchmarks.harness``.
+JVM_CPU_TITLES = {
+    "tasks": "tasks", "jit_c2": "JIT C2", "jit_c1": "JIT C1",
+    "driver_calls": "driver (py4j threads)", "scheduler": "scheduler, RPC, listeners",
+    "gc": "GC", "other": "other",
+}
+
+
+def jvm_cpu_table(runs: Dict[str, Dict[str, Any]]) -> List[str]:
+    """The driver JVM's CPU seconds by thread group, one row per configuration (medians)."""
+    rows = {name: s["jvm_cpu_seconds"] for name, s in runs.items() if s.get("jvm_cpu_seconds")}
+    if not rows:
+        return []
+    lines = ["", "CPU seconds of the driver JVM by thread (sampled from `/proc/PID/task` every "
+                 "second; medians): `tasks` is the work split across the task slots, the rest "
+                 "is not:", "",
+             "| configuration | wall s | " + " | ".join(JVM_CPU_TITLES.values())
+             + " | tasks' share |",
+             "|---|---|" + "---|" * (len(JVM_CPU_TITLES) + 1)]
+    for name, cpu in rows.items():
+        total = sum(cpu.values()) or 1.0
+        lines.append(f"| {name} | {_num(runs[name].get('wall_seconds'))} | "
+                     + " | ".join(_num(cpu.get(group)) for group in JVM_CPU_TITLES)
+                     + f" | {100 * cpu.get('tasks', 0.0) / total:.0f}% |")
+    return lines
 
 
 def extras(document: Dict[str, Any]) -> List[str]:
@@ -173,6 +208,8 @@ def extras(document: Dict[str, Any]) -> List[str]:
                           f"{_num(pinned.get('wall_seconds'))} s (sweep "
                           f"{_num(pinned.get('stages', {}).get('k_sweep'))} s), so two cores "
                           f"against one: **{_num(cores.get('speedup_one_cpu'), 2)}x**."]
+        lines += jvm_cpu_table({name: cores[name] for name in
+                                ("local[1]", "local[1] on 1 CPU", "local[2]") if cores.get(name)})
     ingest = document.get("ingest")
     if ingest:
         lines += ["", f"Ingest of the generated SQLite database ({_num(ingest['database_mb'])} "
