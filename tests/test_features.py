@@ -81,6 +81,36 @@ def test_rfm_aggregates_net_cancellations_in_one_pass(spark: SparkSession) -> No
     assertDataFrameEqual(result, expected)
 
 
+def test_rfm_counts_invoices_as_rows_without_expanding_lines(spark: SparkSession) -> None:
+    # Two countDistinct over different columns make Spark copy every line three times (Expand)
+    # before the shuffle; the invoice grain counts the invoices as rows instead.
+    aggregates = invoice_lines(spark).transform(retail.retail_lines()).transform(
+        retail.rfm_aggregates(checks=True))
+    plan = aggregates._jdf.queryExecution().executedPlan().toString()
+    assert "Expand" not in plan, plan
+
+
+def test_rfm_lines_without_an_invoice_number_count_as_spend_only(spark: SparkSession) -> None:
+    # Neither purchase nor return (is_cancellation is unknown), so no invoice and no date, as
+    # before the invoice grain; their lines and value still count.
+    lines = spark.createDataFrame(
+        [
+            ("489434", "85048", "2", "2009-12-01 07:45:00", "5.00", "13085"),
+            (None, "85048", "1", "2009-12-02 07:45:00", "5.00", "13085"),
+            (None, "85048", "3", "2009-12-03 07:45:00", "5.00", "13085"),
+        ],
+        RETAIL_COLUMNS,
+    )
+    result = lines.transform(retail.retail_lines()).transform(retail.rfm_aggregates()).select(
+        "customer_id", "frequency", "monetary", "last_purchase_time", "rows_read")
+    expected = spark.createDataFrame(
+        [("13085", 1, 30.0, T(2009, 12, 1, 7, 45), 3)],
+        "customer_id string, frequency long, monetary double, last_purchase_time timestamp, "
+        "rows_read long",
+    )
+    assertDataFrameEqual(result, expected)
+
+
 def test_rfm_dropping_cancellations_gives_gross_spend(spark: SparkSession) -> None:
     result = (
         invoice_lines(spark)

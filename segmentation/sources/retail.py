@@ -158,7 +158,7 @@ def retail_lines(
 
 
 def rfm_aggregates(checks: bool = False) -> Transform:
-    """One ``groupBy(customer_id)`` over tagged invoice lines (:func:`retail_lines`).
+    """RFM per customer from tagged invoice lines (:func:`retail_lines`), via invoice grain.
 
     Columns: ``customer_id``; ``frequency`` (distinct purchase invoices); ``monetary`` (sum of
     ``quantity * price`` over kept lines, cancellations included when they were kept, i.e. net);
@@ -169,23 +169,39 @@ def rfm_aggregates(checks: bool = False) -> Transform:
     ``rows_read`` and ``dropped_<reason>`` for each of :data:`RETAIL_DROP_REASONS`. The customer
     NULL group holds the lines without a customer id. With ``checks``, also the input checks'
     counts (:func:`~segmentation.sources.common.check_counts`).
+
+    The lines are first aggregated per (customer, invoice) -- every other aggregate is a sum,
+    minimum or maximum, which the customer grain finishes -- so that the distinct invoices are
+    counted as rows: two ``countDistinct`` over different columns in one ``groupBy`` would make
+    Spark expand every line into three rows before its shuffle.
     """
 
     def transform(lines: DataFrame) -> DataFrame:
         kept = F.col("drop_reason").isNull()
         purchase = kept & ~F.col("is_cancellation")
         returned = kept & F.col("is_cancellation")
-        return lines.groupBy("customer_id").agg(
-            F.countDistinct(F.when(purchase, F.col("invoice"))).alias("frequency"),
-            _money(F.sum(F.when(kept, F.col("amount")))).alias("monetary"),
-            F.countDistinct(F.when(returned, F.col("invoice"))).alias("returns"),
-            _money(-F.sum(F.when(returned, F.col("amount")))).alias("returned_value"),
+        invoices = lines.groupBy("customer_id", "invoice").agg(
+            F.max(purchase).alias("is_purchase"),
+            F.max(returned).alias("is_return"),
+            F.sum(F.when(kept, F.col("amount"))).alias("kept_amount"),
+            F.sum(F.when(returned, F.col("amount"))).alias("returned_amount"),
             F.min(F.when(purchase, F.col("invoice_time"))).alias("first_purchase_time"),
             F.max(F.when(purchase, F.col("invoice_time"))).alias("last_purchase_time"),
             F.max(F.when(kept, F.col("invoice_time"))).alias("last_event_time"),
             F.count(F.lit(1)).alias(ROWS_READ),
             *drop_counts(RETAIL_DROP_REASONS),
             *(check_counts() if checks else ()),
+        )
+        line_counts = invoices.columns[invoices.columns.index(ROWS_READ):]
+        return invoices.groupBy("customer_id").agg(
+            F.count(F.when(F.col("is_purchase"), 1)).alias("frequency"),
+            _money(F.sum("kept_amount")).alias("monetary"),
+            F.count(F.when(F.col("is_return"), 1)).alias("returns"),
+            _money(-F.sum("returned_amount")).alias("returned_value"),
+            F.min("first_purchase_time").alias("first_purchase_time"),
+            F.max("last_purchase_time").alias("last_purchase_time"),
+            F.max("last_event_time").alias("last_event_time"),
+            *[F.sum(name).alias(name) for name in line_counts],
         )
 
     return transform
