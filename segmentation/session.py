@@ -354,6 +354,26 @@ def _quiet_spark_loggers(spark: SparkSession) -> None:
         jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, error)
 
 
+#: Folder of this package's ``log4j2.properties`` for the local-mode JVMs it starts.
+LOG_CONFIGURATION_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
+
+
+def _use_log_configuration() -> None:
+    """Point ``$SPARK_CONF_DIR`` at :data:`LOG_CONFIGURATION_DIR` for the JVM about to start.
+
+    Spark puts ``$SPARK_CONF_DIR`` on the driver's classpath, where log4j 2 finds
+    ``log4j2.properties``: Spark's warnings in this product's format, without the start-up
+    lines that say nothing to a local user (see the file). Left alone when the user has a
+    Spark configuration folder: ``$SPARK_CONF_DIR``, or ``conf/`` under ``$SPARK_HOME``.
+    """
+    if os.environ.get("SPARK_CONF_DIR"):
+        return
+    spark_home = os.environ.get("SPARK_HOME")
+    if spark_home and os.path.isdir(os.path.join(spark_home, "conf")):
+        return
+    os.environ["SPARK_CONF_DIR"] = LOG_CONFIGURATION_DIR
+
+
 def build_session(
     app_name: str,
     master: Optional[str] = None,
@@ -398,6 +418,8 @@ def build_session(
         # Python workers must use this interpreter (and its packages), not whatever is on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        if _starts_local_jvm(master):
+            _use_log_configuration()
     settings = dict(DEFAULT_CONF)
     settings.update(conf or {})
     chosen = "spark.sql.shuffle.partitions" in (conf or {}) or submitted.contains(

@@ -115,6 +115,48 @@ def test_spark_submit_runs_the_job_script(retail_sample: Path, tmp_path: Path) -
 
 
 @pytest.mark.e2e
+@pytest.mark.e2e
+def test_a_local_run_logs_without_sparks_start_up_noise(
+    retail_sample: Path, tmp_path: Path
+) -> None:
+    # The JVM that `segmentation` starts reads segmentation/conf/log4j2.properties: Spark's
+    # warnings in the product's format, without the lines that say nothing to a local user.
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("SPARK_CONF_DIR", "SPARK_HOME")}
+    done = subprocess.run(
+        [str(BIN / "segmentation"), "features", "--source", "retail", "--input",
+         str(retail_sample), "--output", str(tmp_path / "out"), "--conf", "spark.ui.enabled=false"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for noise in ("NativeCodeLoader", "loopback address", "SPARK_LOCAL_IP",
+                  "Setting default log level", "To adjust logging level"):
+        assert noise not in done.stderr, done.stderr
+    assert "INFO segmentation: features finished in" in done.stderr
+
+
+def test_local_jvms_get_the_products_log_configuration_unless_the_user_has_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from segmentation import session
+
+    monkeypatch.delenv("SPARK_CONF_DIR", raising=False)
+    monkeypatch.delenv("SPARK_HOME", raising=False)
+    session._use_log_configuration()
+    assert os.environ["SPARK_CONF_DIR"] == session.LOG_CONFIGURATION_DIR
+    assert (Path(session.LOG_CONFIGURATION_DIR) / "log4j2.properties").is_file()
+
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))  # the user's own: kept
+    session._use_log_configuration()
+    assert os.environ["SPARK_CONF_DIR"] == str(tmp_path)
+
+    monkeypatch.delenv("SPARK_CONF_DIR")
+    (tmp_path / "conf").mkdir()
+    monkeypatch.setenv("SPARK_HOME", str(tmp_path))  # a Spark installation's conf/: kept
+    session._use_log_configuration()
+    assert "SPARK_CONF_DIR" not in os.environ
+
+
 def test_console_script_bad_input_exits_2(tmp_path: Path) -> None:
     done = subprocess.run(
         [str(BIN / "segmentation"), "features", "--source", "retail", "--input",
