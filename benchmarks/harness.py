@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from benchmarks import environment
 from benchmarks.peers.common import CLUSTER_COLUMNS, SILHOUETTE_SAMPLE, STAGES
@@ -150,9 +150,10 @@ def measure(command: Sequence[str], log_path: Path, timeout: float,
     stdout and stderr go to ``log_path``. After ``timeout`` seconds the session is terminated
     (SIGTERM, then SIGKILL) and the return code is negative. The wall time ends when the
     command returns; then the processes it left in its session are waited for (a local-mode
-    driver JVM outlives PySpark's Python by a second or two, deleting its shuffle files), so
-    that one run's teardown never competes with the next run: ``lingered_seconds``, and their
-    CPU is counted.
+    driver JVM outlives PySpark's Python by ~0.4 s, running its shutdown hooks), so that one
+    run's teardown never competes with the next run: ``lingered_seconds``, and their CPU is
+    counted. A JVM's threads are read every :data:`THREAD_SAMPLE_EVERY` samples (~1 s), so a
+    thread's CPU after its last sample is not in ``jvm_cpu_seconds``.
     """
     import psutil
 
@@ -162,7 +163,7 @@ def measure(command: Sequence[str], log_path: Path, timeout: float,
     peak = peak_java = peak_driver = 0
     cpu_seen: Dict[int, float] = {}  # per process: user + system seconds, last sample
     threads_seen: Dict[Tuple[int, int], Tuple[str, float]] = {}  # (JVM pid, tid): last sample
-    java_pids: set = set()
+    java_pids: Set[int] = set()
 
     def sample_threads() -> None:
         for pid in java_pids:
