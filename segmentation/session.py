@@ -201,10 +201,27 @@ def class_archive() -> Optional[str]:
     return path if os.path.isfile(path) else None
 
 
-def _java_path_option(name: str, path: str) -> str:
-    """``-XX:<name>=<path>``, quoted for Spark's option splitting when the path has spaces."""
-    option = f"-XX:{name}={path}"
+def _java_path_option(name: str, path: str, kind: str = "-XX:") -> str:
+    """``-XX:<name>=<path>`` or ``-D<name>=<path>``, quoted when the path has spaces.
+
+    Spark splits its Java options on whitespace, except inside quotes.
+    """
+    option = f"{kind}{name}={path}"
     return f'"{option}"' if any(c.isspace() for c in path) else option
+
+
+#: This package's log4j 2 configuration for the local-mode JVMs it starts (see the file).
+LOG_CONFIGURATION = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "conf", "log4j2.properties"
+)
+
+
+def _has_spark_configuration() -> bool:
+    """Whether the user has a Spark configuration: ``$SPARK_CONF_DIR`` or ``$SPARK_HOME/conf``."""
+    if os.environ.get("SPARK_CONF_DIR"):
+        return True
+    spark_home = os.environ.get("SPARK_HOME")
+    return bool(spark_home) and os.path.isdir(os.path.join(str(spark_home), "conf"))
 
 
 def _small_local_inputs(inputs: Sequence[Optional[str]]) -> bool:
@@ -241,16 +258,21 @@ def quick_start_conf(
 ) -> Dict[str, str]:
     """Driver JVM options for a quick start, when this process starts a local-mode JVM.
 
-    Returns ``{"spark.driver.extraJavaOptions": ...}`` with the class-data archive
+    Returns ``{"spark.driver.extraJavaOptions": ...}`` with :data:`LOG_CONFIGURATION` (Spark's
+    warnings in this product's log format, without the start-up lines that say nothing to a
+    local user; not when the user has a Spark configuration folder, ``$SPARK_CONF_DIR`` or
+    ``$SPARK_HOME/conf``), the class-data archive
     (:func:`class_archive`, when there is one) and, when every input is a local file or folder
     (no URI scheme other than ``file:``) of at most :data:`SMALL_INPUT_BYTES` in all,
-    :data:`SMALL_INPUT_JAVA_OPTIONS`; ``{}`` when there is neither, when the master is not
+    :data:`SMALL_INPUT_JAVA_OPTIONS`; ``{}`` when there is none of these, when the master is not
     local, when a JVM is running already (under spark-submit, a session lent) or when the user
     set driver Java options.
     """
     if not _starts_local_jvm(master) or "spark.driver.extraJavaOptions" in conf:
         return {}
     options = []
+    if not _has_spark_configuration():
+        options.append(_java_path_option("log4j2.configurationFile", LOG_CONFIGURATION, "-D"))
     archive = class_archive()
     if archive is not None:
         options += [_java_path_option("SharedArchiveFile", archive), _QUIET_CDS]
@@ -354,26 +376,6 @@ def _quiet_spark_loggers(spark: SparkSession) -> None:
         jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, error)
 
 
-#: Folder of this package's ``log4j2.properties`` for the local-mode JVMs it starts.
-LOG_CONFIGURATION_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
-
-
-def _use_log_configuration() -> None:
-    """Point ``$SPARK_CONF_DIR`` at :data:`LOG_CONFIGURATION_DIR` for the JVM about to start.
-
-    Spark puts ``$SPARK_CONF_DIR`` on the driver's classpath, where log4j 2 finds
-    ``log4j2.properties``: Spark's warnings in this product's format, without the start-up
-    lines that say nothing to a local user (see the file). Left alone when the user has a
-    Spark configuration folder: ``$SPARK_CONF_DIR``, or ``conf/`` under ``$SPARK_HOME``.
-    """
-    if os.environ.get("SPARK_CONF_DIR"):
-        return
-    spark_home = os.environ.get("SPARK_HOME")
-    if spark_home and os.path.isdir(os.path.join(spark_home, "conf")):
-        return
-    os.environ["SPARK_CONF_DIR"] = LOG_CONFIGURATION_DIR
-
-
 def build_session(
     app_name: str,
     master: Optional[str] = None,
@@ -418,8 +420,6 @@ def build_session(
         # Python workers must use this interpreter (and its packages), not whatever is on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-        if _starts_local_jvm(master):
-            _use_log_configuration()
     settings = dict(DEFAULT_CONF)
     settings.update(conf or {})
     chosen = "spark.sql.shuffle.partitions" in (conf or {}) or submitted.contains(

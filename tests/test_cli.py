@@ -138,23 +138,26 @@ def test_a_local_run_logs_without_sparks_start_up_noise(
 def test_local_jvms_get_the_products_log_configuration_unless_the_user_has_one(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    from pyspark import SparkContext
+
     from segmentation import session
 
+    monkeypatch.setattr(SparkContext, "_jvm", None)  # as in a fresh `segmentation` process
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    monkeypatch.setenv(session.CLASS_ARCHIVE_ENV, "off")
     monkeypatch.delenv("SPARK_CONF_DIR", raising=False)
     monkeypatch.delenv("SPARK_HOME", raising=False)
-    session._use_log_configuration()
-    assert os.environ["SPARK_CONF_DIR"] == session.LOG_CONFIGURATION_DIR
-    assert (Path(session.LOG_CONFIGURATION_DIR) / "log4j2.properties").is_file()
+    big = [f"s3://bucket/{tmp_path.name}.csv"]  # no quick JIT: the log option alone
+    option = f"-Dlog4j2.configurationFile={session.LOG_CONFIGURATION}"
+    assert session.quick_start_conf(big, None, {}) == {"spark.driver.extraJavaOptions": option}
+    assert Path(session.LOG_CONFIGURATION).is_file()
 
-    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))  # the user's own: kept
-    session._use_log_configuration()
-    assert os.environ["SPARK_CONF_DIR"] == str(tmp_path)
-
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))  # the user's log4j2.properties wins
+    assert session.quick_start_conf(big, None, {}) == {}
     monkeypatch.delenv("SPARK_CONF_DIR")
     (tmp_path / "conf").mkdir()
-    monkeypatch.setenv("SPARK_HOME", str(tmp_path))  # a Spark installation's conf/: kept
-    session._use_log_configuration()
-    assert "SPARK_CONF_DIR" not in os.environ
+    monkeypatch.setenv("SPARK_HOME", str(tmp_path))  # a Spark installation's conf/ too
+    assert session.quick_start_conf(big, None, {}) == {}
 
 
 def test_console_script_bad_input_exits_2(tmp_path: Path) -> None:

@@ -37,6 +37,9 @@ def no_jvm(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(SparkContext, "_jvm", None)
     monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
     monkeypatch.setenv(CLASS_ARCHIVE_ENV, "off")  # setup.sh may have built one on this machine
+    # As for a user with a Spark configuration folder: no log configuration option (its own
+    # test is test_local_jvms_get_the_products_log_configuration_unless_the_user_has_one).
+    monkeypatch.setenv("SPARK_CONF_DIR", "/etc/spark/conf")
 
 
 def test_small_local_inputs_start_the_jvm_with_the_quick_jit(
