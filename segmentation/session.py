@@ -256,7 +256,7 @@ def _starts_local_jvm(master: Optional[str]) -> bool:
 def quick_start_conf(
     inputs: Sequence[Optional[str]], master: Optional[str], conf: Mapping[str, str]
 ) -> Dict[str, str]:
-    """Driver JVM options for a quick start, when this process starts a local-mode JVM.
+    """Driver JVM options (log format, quick start) when this process starts a local-mode JVM.
 
     Returns ``{"spark.driver.extraJavaOptions": ...}`` with :data:`LOG_CONFIGURATION` (Spark's
     warnings in this product's log format, without the start-up lines that say nothing to a
