@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -19,7 +20,9 @@ def _sleepy_count(spark: SparkSession, seconds: float) -> int:
     return len(spark.range(1, numPartitions=1).select(nap("id").alias("id")).collect())
 
 
-def test_a_stalled_job_is_cancelled_and_raised(spark: SparkSession) -> None:
+def test_a_stalled_job_is_cancelled_and_raised(
+    spark: SparkSession, caplog: pytest.LogCaptureFixture
+) -> None:
     sc = spark.sparkContext
     sc.setJobGroup("outer", "the caller's group")
     started = time.monotonic()
@@ -36,6 +39,12 @@ def test_a_stalled_job_is_cancelled_and_raised(spark: SparkSession) -> None:
     sc.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
     sc.setLocalProperty("spark.job.description", None)  # type: ignore[arg-type]
     sc.setLocalProperty("spark.job.interruptOnCancel", None)  # type: ignore[arg-type]
+    # The log says where the task was: its thread waits for the Python worker's result.
+    where = [r.getMessage() for r in caplog.records if r.getMessage().startswith("where the")]
+    assert len(where) == 1, caplog.text
+    assert re.search(r"\nExecutor task launch worker for task [\d.]+ in stage \d+\.\d+ .*\n"
+                     r"    at \S+\(", where[0]), where[0]
+    assert "PythonUDFRunner" in where[0], where[0]
 
 
 def test_jobs_within_their_limit_run_to_the_end(

@@ -9,7 +9,8 @@ The task spins on one core and the fit never ends: a hang, with no error, for th
 :func:`stall_guard` runs a block of Spark work in its own job group and watches that group's
 jobs from a daemon thread with Spark's status tracker. A job that has run for longer than
 ``max(min_seconds, factor x the longest finished job of the block)`` is cancelled, and the block
-raises :class:`StalledJobError` instead of waiting forever. Each EM iteration is one job of the
+raises :class:`StalledJobError` instead of waiting forever. In local mode the log also shows
+where the stalled task was (:func:`task_stacks`). Each EM iteration is one job of the
 same size, so a stalled one stands out against the iterations before it.
 
 A cancelled task that does not check for interruption (the LAPACK loop) keeps its core until
@@ -24,7 +25,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, List, Optional, Sequence
 
 from pyspark import SparkContext
 
@@ -85,8 +86,35 @@ class _Monitor(threading.Thread):
                         f"{longest:.1f} s); cancelled"
                     )
                     log.error("%s", self.stalled)
+                    for stack in task_stacks(self.sc, info.stageIds):
+                        log.error("where the stalled task is:\n%s", stack)
                     self.sc.cancelJobGroup(self.group)
                     return
+
+
+def task_stacks(sc: SparkContext, stage_ids: Sequence[int], frames: int = 12) -> List[str]:
+    """The stack traces of the driver JVM's task threads running ``stage_ids`` (local mode).
+
+    In local mode the executor is the driver JVM, so a stalled task can be seen there: its
+    thread's top ``frames`` frames say where it spins (for a degenerate GaussianMixture,
+    LAPACK's ``Dlascl``). On a cluster the tasks run in executors, and this returns nothing
+    (their stacks are on the Spark UI's Executors tab, "Thread Dump").
+    """
+    if not str(sc.master).startswith("local"):
+        return []
+    wanted = tuple(f" in stage {stage}." for stage in stage_ids)
+    stacks = []
+    traces = sc._jvm.java.lang.Thread.getAllStackTraces()  # type: ignore[union-attr]
+    for thread in traces.keySet():
+        name = str(thread.getName())
+        if not name.startswith("Executor task launch worker") or not any(
+            stage in name for stage in wanted
+        ):
+            continue
+        lines = [f"{name} ({thread.getState().toString()})"]
+        lines += [f"    at {frame.toString()}" for frame in list(traces.get(thread))[:frames]]
+        stacks.append("\n".join(lines))
+    return stacks
 
 
 @contextmanager
