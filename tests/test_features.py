@@ -90,6 +90,24 @@ def test_rfm_counts_invoices_as_rows_without_expanding_lines(spark: SparkSession
     assert "Expand" not in plan, plan
 
 
+def test_count_names_name_the_count_columns(spark: SparkSession) -> None:
+    rows = spark.createDataFrame(
+        [("late", 1, True)], "drop_reason string, date_family tinyint, invalid_text boolean"
+    )
+    for invalid in (True, False):
+        counts = rows.agg(*ft.check_counts(invalid)).columns
+        assert counts == ft.check_count_names(invalid)
+    reasons = ("late", "missing_customer_id")
+    assert rows.agg(*ft.drop_counts(reasons)).columns == ft.drop_count_names(reasons)
+    assert ft.drop_count_names(reasons) == ["dropped_late", "dropped_missing_customer_id"]
+    # rfm_aggregates re-sums the line counts of its invoice grain by these names
+    aggregates = invoice_lines(spark).transform(retail.retail_lines()).transform(
+        retail.rfm_aggregates(checks=True))
+    tail = [ft.ROWS_READ, *ft.drop_count_names(retail.RETAIL_DROP_REASONS),
+            *ft.check_count_names()]
+    assert aggregates.columns[-len(tail):] == tail
+
+
 def test_rfm_lines_without_an_invoice_number_count_as_spend_only(spark: SparkSession) -> None:
     # Neither purchase nor return (is_cancellation is unknown), so no invoice and no date, as
     # before the invoice grain; their lines and value still count.

@@ -129,24 +129,26 @@ def timestamp_family(column: Column, timestamp_format: Optional[str] = None) -> 
     return family
 
 
+def check_count_names(invalid_text: bool = True) -> List[str]:
+    """The names of :func:`check_counts`' columns, in its order."""
+    names = [DATE_FORMAT_PREFIX + name for name in DATE_FAMILIES]
+    return [*names, CHECK_PREFIX + INVALID_TEXT] if invalid_text else names
+
+
 def check_counts(invalid_text: bool = True) -> List[Column]:
     """The input checks' counts, for the customer ``groupBy`` of a source (not of its tests).
 
     Per :data:`DATE_FAMILIES` key the rows whose date it read (column ``date_family`` of the
     tagged rows, :func:`timestamp_family`'s code), and with ``invalid_text`` the rows whose text
-    holds U+FFFD (column :data:`INVALID_TEXT`).
+    holds U+FFFD (column :data:`INVALID_TEXT`); named by :func:`check_count_names`.
     """
-    counts = [
-        F.sum(F.when(F.col("date_family") == _family_code(name), 1).otherwise(0)).alias(
-            DATE_FORMAT_PREFIX + name
-        )
-        for name in DATE_FAMILIES
-    ]
+    rows_of = [F.col("date_family") == _family_code(name) for name in DATE_FAMILIES]
     if invalid_text:
-        counts.append(
-            F.sum(F.when(F.col(INVALID_TEXT), 1).otherwise(0)).alias(CHECK_PREFIX + INVALID_TEXT)
-        )
-    return counts
+        rows_of.append(F.col(INVALID_TEXT))
+    return [
+        F.sum(F.when(condition, 1).otherwise(0)).alias(name)
+        for condition, name in zip(rows_of, check_count_names(invalid_text))
+    ]
 
 
 def check_date_formats(counts: Mapping[str, Any], column: str, path: str) -> None:
@@ -258,11 +260,16 @@ def rejected_rows(rows: DataFrame, reasons: Sequence[str]) -> DataFrame:
     )
 
 
+def drop_count_names(reasons: Sequence[str]) -> List[str]:
+    """The names of :func:`drop_counts`' columns: ``dropped_<reason>`` per reason."""
+    return [DROPPED_PREFIX + reason for reason in reasons]
+
+
 def drop_counts(reasons: Sequence[str]) -> List[Column]:
     """One ``dropped_<reason>`` count aggregate per reason (for the customer ``groupBy``)."""
     return [
-        F.sum(F.when(F.col("drop_reason") == reason, 1).otherwise(0)).alias(DROPPED_PREFIX + reason)
-        for reason in reasons
+        F.sum(F.when(F.col("drop_reason") == reason, 1).otherwise(0)).alias(name)
+        for reason, name in zip(reasons, drop_count_names(reasons))
     ]
 
 

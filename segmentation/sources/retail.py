@@ -19,7 +19,9 @@ from segmentation.sources.common import (
     ROWS_READ,
     FeatureSet,
     Transform,
+    check_count_names,
     check_counts,
+    drop_count_names,
     drop_counts,
     drop_reason,
     invalid_text,
@@ -192,7 +194,11 @@ def rfm_aggregates(checks: bool = False) -> Transform:
             *drop_counts(RETAIL_DROP_REASONS),
             *(check_counts() if checks else ()),
         )
-        line_counts = invoices.columns[invoices.columns.index(ROWS_READ):]
+        line_counts = [
+            ROWS_READ,
+            *drop_count_names(RETAIL_DROP_REASONS),
+            *(check_count_names() if checks else ()),
+        ]
         return invoices.groupBy("customer_id").agg(
             F.count(F.when(F.col("is_purchase"), 1)).alias("frequency"),
             _money(F.sum("kept_amount")).alias("monetary"),
