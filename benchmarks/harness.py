@@ -376,9 +376,11 @@ def retail_large_dataset(workdir: Path) -> Dataset:
                  range({RETAIL_COPIES}) AS copies(c)
         ) TO '{target}' (HEADER, DELIMITER ',', COMPRESSION gzip)
     """)
-    lines = int(con.execute(
+    counted = con.execute(
         f"SELECT count(*) FROM read_csv('{target}', header = true, all_varchar = true)"
-    ).fetchone()[0])
+    ).fetchone()
+    assert counted is not None  # a count always has a row
+    lines = int(counted[0])
     info = {"copies": RETAIL_COPIES, "source_file": RETAIL_FILE.name, "lines": lines,
             "generate_seconds": round(time.perf_counter() - started, 1)}
     marker.write_text(json.dumps(info, indent=2))

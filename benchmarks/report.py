@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, TypedDict
 
 from segmentation.pipeline import DEFAULT_SWEEP_SAMPLE
 
@@ -394,11 +394,21 @@ MISSED_TARGETS = [
 
 
 #: The full Avito Context Ad Clicks dump (Kaggle): stream rows, searches, users, SQLite size.
-FULL_AVITO = {"stream_rows": 392_356_948, "searches": 112_159_462, "users": 4_295_465,
-              "sqlite_gb": 80}
+FULL_AVITO: Dict[str, int] = {
+    "stream_rows": 392_356_948, "searches": 112_159_462, "users": 4_295_465, "sqlite_gb": 80
+}
+class Node(TypedDict):
+    """An EMR node type: its name, vCPUs and on-demand prices per hour (USD)."""
+
+    type: str
+    vcpus: int
+    ec2_per_hour: float
+    emr_per_hour: float
+
+
 #: The EMR node the projection assumes: m5.2xlarge (8 vCPU, 32 GiB), on-demand us-east-1 EC2
 #: price plus the EMR fee, per hour (AWS price list, 2026; check before quoting).
-NODE = {"type": "m5.2xlarge", "vcpus": 8, "ec2_per_hour": 0.384, "emr_per_hour": 0.096}
+NODE: Node = {"type": "m5.2xlarge", "vcpus": 8, "ec2_per_hour": 0.384, "emr_per_hour": 0.096}
 #: EBS gp3 baseline throughput (MB/s): the disk bound of the one-node SQLite ingest.
 GP3_MBPS = 125
 
