@@ -4,7 +4,7 @@
 sample and a small generated Avito SQLite database in one JVM started with
 ``-XX:ArchiveClassesAtExit``, ends that JVM, and moves the archive it wrote into place
 (``segmentation.session.default_class_archive()``, or the path given). Later runs that start a
-local-mode JVM map it (``segmentation.session.quick_start_conf``): see README "Performance".
+local-mode JVM map it (``segmentation.session.local_driver_java_conf``): see README "Performance".
 
 Usage: ``.venv/bin/python scripts/build_class_archive.py [ARCHIVE]``
 """

@@ -128,7 +128,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 def _run_spark_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from pyspark.sql import SparkSession
 
-    from segmentation.session import build_session, local_driver_memory_conf, quick_start_conf
+    from segmentation.session import build_session, local_driver_java_conf, local_driver_memory_conf
 
     if args.command in REPORTING_COMMANDS:
         preload(REPORT_LIBRARIES)
@@ -136,7 +136,7 @@ def _run_spark_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     owns_session = SparkSession.getActiveSession() is None
     conf = dict(args.conf)
     inputs = [getattr(args, "input", None), getattr(args, "run", None)]
-    conf.update(quick_start_conf(inputs, args.master, conf))
+    conf.update(local_driver_java_conf(inputs, args.master, conf))
     conf.update(local_driver_memory_conf(args.master, conf))
     spark = build_session(f"segmentation-{args.command}", args.master, conf)
     # The jobs may size these two; a session we were lent gets them back as they were.

@@ -253,10 +253,10 @@ def _starts_local_jvm(master: Optional[str]) -> bool:
     return (master or "local").startswith("local")
 
 
-def quick_start_conf(
+def local_driver_java_conf(
     inputs: Sequence[Optional[str]], master: Optional[str], conf: Mapping[str, str]
 ) -> Dict[str, str]:
-    """Driver JVM options (log format, quick start) when this process starts a local-mode JVM.
+    """Driver JVM options (log format, class-data archive, JIT) for a local-mode JVM started here.
 
     Returns ``{"spark.driver.extraJavaOptions": ...}`` with :data:`LOG_CONFIGURATION` (Spark's
     warnings in this product's log format, without the start-up lines that say nothing to a

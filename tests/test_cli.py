@@ -149,15 +149,16 @@ def test_local_jvms_get_the_products_log_configuration_unless_the_user_has_one(
     monkeypatch.delenv("SPARK_HOME", raising=False)
     big = [f"s3://bucket/{tmp_path.name}.csv"]  # no quick JIT: the log option alone
     option = f"-Dlog4j2.configurationFile={session.LOG_CONFIGURATION}"
-    assert session.quick_start_conf(big, None, {}) == {"spark.driver.extraJavaOptions": option}
+    wanted = {"spark.driver.extraJavaOptions": option}
+    assert session.local_driver_java_conf(big, None, {}) == wanted
     assert Path(session.LOG_CONFIGURATION).is_file()
 
     monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))  # the user's log4j2.properties wins
-    assert session.quick_start_conf(big, None, {}) == {}
+    assert session.local_driver_java_conf(big, None, {}) == {}
     monkeypatch.delenv("SPARK_CONF_DIR")
     (tmp_path / "conf").mkdir()
     monkeypatch.setenv("SPARK_HOME", str(tmp_path))  # a Spark installation's conf/ too
-    assert session.quick_start_conf(big, None, {}) == {}
+    assert session.local_driver_java_conf(big, None, {}) == {}
 
 
 def test_console_script_bad_input_exits_2(tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ from segmentation.session import (
     class_archive,
     class_archive_key,
     default_class_archive,
+    local_driver_java_conf,
     local_driver_memory_conf,
-    quick_start_conf,
     size_file_splits,
     stale_class_archives,
 )
@@ -50,20 +50,20 @@ def test_small_local_inputs_start_the_jvm_with_the_quick_jit(
     folder = tmp_path / "tables"
     (folder / "t").mkdir(parents=True)
     (folder / "t" / "part-0.parquet").write_bytes(b"x" * 1000)
-    assert quick_start_conf([str(small)], None, {}) == QUICK
-    assert quick_start_conf([f"file://{small}", str(folder), None], "local[2]", {}) == QUICK
+    assert local_driver_java_conf([str(small)], None, {}) == QUICK
+    assert local_driver_java_conf([f"file://{small}", str(folder), None], "local[2]", {}) == QUICK
 
     big = tmp_path / "big.csv"
     with open(big, "wb") as handle:  # sparse: no disk used
         handle.truncate(SMALL_INPUT_BYTES + 1)
-    assert quick_start_conf([str(big)], None, {}) == {}
-    assert quick_start_conf([str(small), str(big)], None, {}) == {}
-    assert quick_start_conf(["s3://bucket/in.csv"], None, {}) == {}
-    assert quick_start_conf([str(tmp_path / "missing.csv")], None, {}) == {}
-    assert quick_start_conf([None], None, {}) == {}
-    assert quick_start_conf([str(small)], "yarn", {}) == {}
+    assert local_driver_java_conf([str(big)], None, {}) == {}
+    assert local_driver_java_conf([str(small), str(big)], None, {}) == {}
+    assert local_driver_java_conf(["s3://bucket/in.csv"], None, {}) == {}
+    assert local_driver_java_conf([str(tmp_path / "missing.csv")], None, {}) == {}
+    assert local_driver_java_conf([None], None, {}) == {}
+    assert local_driver_java_conf([str(small)], "yarn", {}) == {}
     user = {"spark.driver.extraJavaOptions": "-Xss4m"}
-    assert quick_start_conf([str(small)], None, user) == {}
+    assert local_driver_java_conf([str(small)], None, user) == {}
 
 
 def test_local_jvms_get_a_driver_heap_unless_chosen(
@@ -98,10 +98,10 @@ def test_no_jvm_options_once_a_jvm_runs(tmp_path: Path, monkeypatch: pytest.Monk
     archive.write_bytes(b"x")
     monkeypatch.setenv(CLASS_ARCHIVE_ENV, str(archive))
     monkeypatch.setattr(SparkContext, "_jvm", object())
-    assert quick_start_conf([str(small)], None, {}) == {}
+    assert local_driver_java_conf([str(small)], None, {}) == {}
     monkeypatch.setattr(SparkContext, "_jvm", None)
     monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "12345")  # under spark-submit
-    assert quick_start_conf([str(small)], None, {}) == {}
+    assert local_driver_java_conf([str(small)], None, {}) == {}
 
 
 def test_class_archive_for_every_local_start_when_present(
@@ -115,18 +115,19 @@ def test_class_archive_for_every_local_start_when_present(
     archive = tmp_path / "cache dir" / "classes.jsa"  # a space: quoted for Spark's splitting
     monkeypatch.setenv(CLASS_ARCHIVE_ENV, str(archive))
     assert class_archive() is None  # not built: nothing to map
-    assert quick_start_conf([str(big)], None, {}) == {}
+    assert local_driver_java_conf([str(big)], None, {}) == {}
 
     archive.parent.mkdir()
     archive.write_bytes(b"x")
     assert class_archive() == str(archive)
     mapped = f'"-XX:SharedArchiveFile={archive}" -Xlog:cds=off -Xlog:cds+dynamic=off'
-    assert quick_start_conf([str(big)], None, {}) == {"spark.driver.extraJavaOptions": mapped}
-    assert quick_start_conf([str(small)], "local[2]", {}) == {
+    assert local_driver_java_conf([str(big)], None, {}) == {"spark.driver.extraJavaOptions": mapped}
+    assert local_driver_java_conf([str(small)], "local[2]", {}) == {
         "spark.driver.extraJavaOptions": f"{mapped} {SMALL_INPUT_JAVA_OPTIONS}"
     }
-    assert quick_start_conf([str(big)], "yarn", {}) == {}
-    assert quick_start_conf([str(big)], None, {"spark.driver.extraJavaOptions": "-Xss4m"}) == {}
+    assert local_driver_java_conf([str(big)], "yarn", {}) == {}
+    user = {"spark.driver.extraJavaOptions": "-Xss4m"}
+    assert local_driver_java_conf([str(big)], None, user) == {}
 
     for off in ("off", "0", ""):
         monkeypatch.setenv(CLASS_ARCHIVE_ENV, off)
@@ -175,8 +176,8 @@ def test_a_started_jvm_maps_the_archive_setup_built(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from pyspark import SparkContext\n"
-        "from segmentation.session import build_session, quick_start_conf\n"
-        "conf = quick_start_conf([sys.argv[1]], 'local[1]', {})\n"
+        "from segmentation.session import build_session, local_driver_java_conf\n"
+        "conf = local_driver_java_conf([sys.argv[1]], 'local[1]', {})\n"
         "spark = build_session('archive-check', 'local[1]', conf)\n"
         "assert spark.range(3).count() == 3\n"
         "pid = SparkContext._gateway.proc.pid\n"
