@@ -62,3 +62,19 @@ def test_jobs_within_their_limit_run_to_the_end(
         sc, "failing block", min_seconds=5.0
     ):
         raise SegmentationError("not a stall")
+
+
+def test_a_stall_is_cancelled_when_its_stack_cannot_be_read(
+    spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(*_: object) -> None:
+        raise RuntimeError("no stacks")
+
+    monkeypatch.setattr(stall, "task_stacks", unreadable)
+    started = time.monotonic()
+    with pytest.raises(StalledJobError, match="sleepy block"), stall_guard(
+        spark.sparkContext, "sleepy block", min_seconds=2.0
+    ):
+        _sleepy_count(spark, 120)
+    assert time.monotonic() - started < 60
+    assert spark.range(10).count() == 10

@@ -86,8 +86,11 @@ class _Monitor(threading.Thread):
                         f"{longest:.1f} s); cancelled"
                     )
                     log.error("%s", self.stalled)
-                    for stack in task_stacks(self.sc, info.stageIds):
-                        log.error("where the stalled task is:\n%s", stack)
+                    try:  # a diagnosis: it must not keep the job from being cancelled
+                        for stack in task_stacks(self.sc, info.stageIds):
+                            log.error("where the stalled task is:\n%s", stack)
+                    except Exception:  # any failure to read the stacks
+                        log.debug("could not read the stalled task's stack", exc_info=True)
                     self.sc.cancelJobGroup(self.group)
                     return
 
