@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from benchmarks.harness import group_manifest_stages, jvm_thread_group, measure
+from benchmarks.harness import group_manifest_stages, jvm_forks, jvm_thread_group, measure
 
 
 def test_stages_that_ran_beside_another_are_not_counted_twice() -> None:
@@ -63,3 +63,30 @@ def test_measure_reads_the_cpu_of_each_jvm_thread(tmp_path: Path) -> None:
     assert measured.jvm_cpu_seconds.get("other", 0.0) >= 1.5, measured.jvm_cpu_seconds
     assert set(measured.jvm_cpu_seconds) <= {
         "tasks", "jit_c2", "jit_c1", "driver_calls", "scheduler", "gc", "other"}
+
+
+class FakeProcess:
+    def __init__(self, pid: int, ppid: int, name: str, exe: str) -> None:
+        self.pid, self._ppid, self._name, self._exe = pid, ppid, name, exe
+
+    def ppid(self) -> int:
+        return self._ppid
+
+    def name(self) -> str:
+        return self._name
+
+    def exe(self) -> str:
+        return self._exe
+
+
+def test_a_jvm_forking_a_program_is_not_counted_twice() -> None:
+    java, python = "/usr/lib/jvm/bin/java", "/usr/bin/python3.11"
+    tree = [
+        FakeProcess(10, 1, "segmentation", python),
+        FakeProcess(11, 10, "java", java),  # the driver JVM
+        FakeProcess(12, 11, "Executor task l", java),  # its fork, before exec: the JVM's pages
+        FakeProcess(13, 11, "chmod", "/usr/bin/chmod"),  # a fork that became chmod: counted
+        FakeProcess(14, 11, "java", java),  # a JVM started by a JVM is a JVM: counted
+        FakeProcess(15, 10, "python3", python),  # a Python fork (a worker): counted
+    ]
+    assert jvm_forks(tree) == {12}
