@@ -51,9 +51,10 @@ sudo "$PYTHON" -m pip install --no-cache-dir \
     'pandas>=1.5,<2.3' \
     'adbc-driver-manager>=1.0' \
     'adbc-driver-sqlite>=1.0' \
+    'numba>=0.59' \
     'matplotlib>=3.7' \
     'jinja2>=3.1' \
     'ckwrap>=1.2'
 
 # Fail the bootstrap (and the cluster start) now rather than the first task later.
-"$PYTHON" -c 'import numpy, pyarrow, pandas, adbc_driver_sqlite.dbapi, matplotlib, jinja2, ckwrap; print("numpy", numpy.__version__, "pyarrow", pyarrow.__version__, "pandas", pandas.__version__)'
+"$PYTHON" -c 'import numpy, pyarrow, pandas, adbc_driver_sqlite.dbapi, numba, matplotlib, jinja2, ckwrap; print("numpy", numpy.__version__, "pyarrow", pyarrow.__version__, "pandas", pandas.__version__)'

@@ -450,7 +450,7 @@ def _arrow_rows(read: SqliteRead) -> List[Tuple[Any, ...]]:
 
 def _converting_only(read: SqliteRead) -> SqliteRead:
     """The same plan reading everything with the converting query (the reference semantics)."""
-    return dataclasses.replace(read, plain_sql=read.converting_sql)
+    return dataclasses.replace(read, plain_sql=read.converting_sql, columns=None)
 
 
 @pytest.mark.parametrize(
@@ -475,7 +475,9 @@ def test_late_mismatches_resume_with_the_converting_query(
 def test_resume_starts_after_the_last_row_passed_on(
     spark: SparkSession, late_db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    read = plan_sqlite_read(spark, late_db, "Late", LATE_SCHEMA, 1, batch_rows=2)
+    read = plan_sqlite_read(
+        spark, late_db, "Late", LATE_SCHEMA, 1, batch_rows=2, decode_pages=False
+    )
     with caplog.at_level(logging.DEBUG, logger="segmentation.io.sqlite"):
         assert len(_arrow_rows(read)) == 9
     # Batches: [sentinel, 1], [2, 3], [4, 5]: rowid 5 holds 2**31 for IntegerType (the safe cast
@@ -486,8 +488,9 @@ def test_resume_starts_after_the_last_row_passed_on(
     assert message.endswith("reading rowid 4..9 with the converting query")
 
 
+@pytest.mark.parametrize("decode_pages", [True, False])
 def test_clean_ranges_never_fall_back(
-    spark: SparkSession, late_db: str, caplog: pytest.LogCaptureFixture
+    spark: SparkSession, late_db: str, caplog: pytest.LogCaptureFixture, decode_pages: bool
 ) -> None:
     schema = StructType(
         [
@@ -496,11 +499,14 @@ def test_clean_ranges_never_fall_back(
             StructField("c", StringType()),
         ]
     )
-    read = plan_sqlite_read(spark, late_db, "Clean", schema, 2, batch_rows=2)
+    read = plan_sqlite_read(
+        spark, late_db, "Clean", schema, 2, batch_rows=2, decode_pages=decode_pages
+    )
+    assert (read.columns is not None) == decode_pages
     with caplog.at_level(logging.DEBUG, logger="segmentation.io.sqlite"):
         rows = _arrow_rows(read)
     assert rows == _arrow_rows(_converting_only(read)) == CLEAN_EXPECTED
-    assert not [r for r in caplog.records if "converting" in r.getMessage()]
+    assert not [r for r in caplog.records if "query" in r.getMessage()]
 
 
 @pytest.mark.parametrize("batch_rows", [1, 2, 65_536])
@@ -542,7 +548,7 @@ def test_other_errors_do_not_fall_back(
         raise OSError("disk I/O error")
 
     monkeypatch.setattr(dbapi, "connect", failing_connect)
-    read = plan_sqlite_read(spark, late_db, "Late", LATE_SCHEMA, 1)
+    read = plan_sqlite_read(spark, late_db, "Late", LATE_SCHEMA, 1, decode_pages=False)
     with pytest.raises(RuntimeError) as err:
         list(range_batches(read, 1, 9))
     assert str(err.value) == f"reading SQLite table 'Late' of {late_db}, rowid 1..9: disk I/O error"
@@ -565,7 +571,8 @@ def test_each_way_a_mismatch_shows_up_is_caught(
 ) -> None:
     def fallbacks(partitions: int, batch_rows: int) -> List[str]:
         read = plan_sqlite_read(
-            spark, late_db, "Late", LATE_SCHEMA, partitions, batch_rows=batch_rows
+            spark, late_db, "Late", LATE_SCHEMA, partitions, batch_rows=batch_rows,
+            decode_pages=False,
         )
         caplog.clear()
         with caplog.at_level(logging.DEBUG, logger="segmentation.io.sqlite"):

@@ -144,6 +144,19 @@ from pyspark.sql.types import (
 )
 
 from segmentation.errors import InputError
+from segmentation.io.sqlite_pages import (
+    DONE,
+    KIND_INTEGER,
+    KIND_REAL,
+    KIND_TEXT,
+    MISMATCH,
+    NOT_STARTED,
+    PageRead,
+    TableColumns,
+    page_batches,
+    page_format,
+    table_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +220,9 @@ class SqliteRead:
     requested_partitions : int or None
         The partition count the caller asked for (``--sqlite-partitions``); ``None`` when
         ``ranges`` follow the default sizing, which :func:`write_sqlite_parquet` may replace.
+    columns : TableColumns or None
+        Where the fields sit in the table's records, for the tasks to decode its pages
+        themselves (:mod:`segmentation.io.sqlite_pages`); ``None`` when only SQL reads it.
     """
 
     local: str
@@ -217,6 +233,7 @@ class SqliteRead:
     converting_sql: str
     batch_rows: int
     requested_partitions: Optional[int] = None
+    columns: Optional[TableColumns] = None
 
 
 @dataclass(frozen=True)
@@ -354,11 +371,14 @@ def plan_sqlite_read(
     num_partitions: Optional[int] = None,
     rows_per_partition: int = 2_000_000,
     batch_rows: int = BATCH_ROWS,
+    decode_pages: bool = True,
 ) -> SqliteRead:
     """Check the database, table and columns, and plan the rowid ranges and range queries.
 
     The driver's part of :func:`read_sqlite_table` (same parameters and errors); nothing is read
-    but the catalogue and the two ends of the rowid b-tree.
+    but the catalogue and the two ends of the rowid b-tree. With ``decode_pages`` (the default)
+    the tasks decode the table's pages themselves where the file allows it
+    (:mod:`segmentation.io.sqlite_pages`); without, they read only through SQL.
 
     Returns
     -------
@@ -381,6 +401,7 @@ def plan_sqlite_read(
         actual = _resolve_table(con, local, table)
         stored = _check_columns(con, local, actual, schema)
         lo, hi = _rowid_bounds(con, local, actual)
+        columns = _page_columns(con, local, actual, schema, stored) if decode_pages else None
     converting = [_value_expression(f, c) for f, c in zip(schema.fields, stored)]
     plain = [_plain_expression(f, c) for f, c in zip(schema.fields, stored)]
 
@@ -415,7 +436,36 @@ def plan_sqlite_read(
         converting_sql=_select_sql(actual, converting),
         batch_rows=batch_rows,
         requested_partitions=requested,
+        columns=columns,
     )
+
+
+def _page_columns(
+    con: sqlite3.Connection, local: str, table: str, schema: StructType, stored: Sequence[str]
+) -> Optional[TableColumns]:
+    """Where the fields sit in the records, when the tasks can decode the pages themselves."""
+    if page_format(local) is None:
+        log.info(
+            "SQLite database %s is read through SQL only (WAL journal, not UTF-8, or an "
+            "unusual page layout)", local,
+        )
+        return None
+    kinds: List[int] = []
+    bounds: List[Tuple[int, int]] = []
+    for field in schema.fields:
+        dtype = field.dataType
+        if isinstance(dtype, StringType):
+            kinds.append(KIND_TEXT)
+        elif isinstance(dtype, (DoubleType, FloatType)):
+            kinds.append(KIND_REAL)
+        else:
+            kinds.append(KIND_INTEGER)
+        narrow = [b for t, b in _INT_RANGES.items() if isinstance(dtype, t)]
+        bounds.append(narrow[0] if narrow else (-(2**63), 2**63 - 1))
+    columns = table_columns(con, table, stored, kinds, bounds)
+    if columns is None:
+        log.info("SQLite table %s of %s is read through SQL only (generated columns)", table, local)
+    return columns
 
 
 def sqlite_read_of(df: DataFrame) -> Optional[SqliteRead]:
@@ -803,6 +853,22 @@ def range_batches(read: SqliteRead, lo: int, hi: int) -> Iterator[pa.RecordBatch
     arrow_schema = to_arrow_schema(read.schema)
     fetched = [pa.int64()] + [_fetched_type(f.dataType) for f in read.schema.fields]
     start, converting = lo, False
+    if read.columns is not None:
+        pages = page_batches(
+            read.local, read.table, read.columns, arrow_schema.names, lo, hi, read.batch_rows
+        )
+        outcome = yield from _cast_batches(pages, arrow_schema)
+        if outcome.status == DONE:
+            return
+        if outcome.last_rowid is not None:
+            start = outcome.last_rowid + 1
+        converting = outcome.status == MISMATCH
+        log.log(
+            logging.DEBUG if outcome.status in (MISMATCH, NOT_STARTED) else logging.WARNING,
+            "SQLite table %s, rowid %d..%d: %s; reading rowid %d..%d with the %s query",
+            read.table, lo, hi, outcome.reason, start, hi,
+            "converting" if converting else "plain",
+        )
     while True:
         sql = read.converting_sql if converting else read.plain_sql
         batches = _fetch(read, sql, start, hi, (lo, hi))
@@ -826,6 +892,28 @@ def range_batches(read: SqliteRead, lo: int, hi: int) -> Iterator[pa.RecordBatch
             converting = True
         finally:
             batches.close()
+
+
+def _cast_batches(
+    pages: Generator[pa.RecordBatch, None, PageRead], schema: pa.Schema
+) -> Generator[pa.RecordBatch, None, PageRead]:
+    """The page reader's batches cast to ``schema``; returns how its read ended.
+
+    Its integers are within each narrow type's range and its texts are strings, so the casts
+    cannot fail; ``float32`` rounds.
+    """
+    try:
+        while True:
+            try:
+                batch = next(pages)
+            except StopIteration as end:
+                return end.value
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(i).cast(schema.field(i).type) for i in range(len(schema))],
+                schema=schema,
+            )
+    finally:
+        pages.close()
 
 
 def _fetched_type(dtype: DataType) -> pa.DataType:
