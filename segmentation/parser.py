@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser(
         "ingest", help="convert SQLite/CSV/TSV tables to Parquet (parallel reads)",
         description="Convert the input's tables to Parquet under OUTPUT/tables/<table>/. "
-        "SQLite tables are read in parallel rowid ranges through ADBC.",
+        "SQLite tables are read in parallel rowid ranges, their pages decoded by the tasks.",
     )
     _add_io_flags(ingest)
     _add_format_flags(ingest)

@@ -29,6 +29,7 @@ from segmentation.errors import InputError
 from segmentation.io.schemas import AVITO_SEARCH_INFO, AVITO_SEARCH_STREAM
 from segmentation.io.sqlite import (
     SqliteRead,
+    arrow_schema_of,
     plan_sqlite_read,
     range_batches,
     read_sqlite_table,
@@ -304,6 +305,22 @@ def test_narrow_types_null_out_of_range_values(spark: SparkSession, loose_db: st
 
 
 # --- errors ----------------------------------------------------------------------------------
+
+
+def test_arrow_schema_is_pysparks() -> None:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    schema = StructType(
+        [
+            StructField(f"c{i}", t, nullable=bool(i % 2))
+            for i, t in enumerate(
+                [LongType(), IntegerType(), ShortType(), ByteType(), DoubleType(), FloatType(),
+                 StringType()]
+            )
+        ]
+    )
+    nullable = StructType([StructField(f.name, f.dataType, True) for f in schema.fields])
+    assert arrow_schema_of(schema) == to_arrow_schema(nullable)
 
 
 def test_unsupported_target_type_is_refused(spark: SparkSession, avito_db: str) -> None:

@@ -3,10 +3,18 @@
 Spark has no SQLite source, JDBC through one connection is single-threaded, and a Python row
 loop feeding Spark moves a few hundred thousand rows a second: hours for the 392 M rows of
 ``trainSearchStream``. A table is instead split into ``rowid`` ranges (the bounds are read on the
-driver with two b-tree end lookups, not a scan) and every range is read in its own Spark task with
-the ADBC SQLite driver (``adbc_driver_sqlite``), which fills Arrow record batches in C at a few
-million rows a second per core. Both ways of consuming the ranges share one generator of a
-range's Arrow batches (:func:`range_batches`):
+driver with two b-tree end lookups, not a scan) and every range is read in its own Spark task,
+into Arrow record batches:
+
+1. by decoding the table's b-tree pages from the file (:mod:`segmentation.io.sqlite_pages`, a
+   numba-compiled loop, about 10 M rows a second per core, under SQLite's read lock), for every
+   row whose values are stored as their target types, up to the first that is not;
+2. then through SQL with the ADBC SQLite driver (``adbc_driver_sqlite``, a few million rows a
+   second per core) for the rest of the range, as described under *Types* below; all of it when
+   the file is in WAL mode or not UTF-8, or the plan was made with ``decode_pages=False``.
+
+Whichever reads a row, its values are those of the converting query of *Types*. Both ways of
+consuming the ranges share one generator of a range's Arrow batches (:func:`range_batches`):
 
 - :func:`read_sqlite_table` returns a DataFrame; the batches reach Spark through ``mapInArrow``
   without any per-row Python.
@@ -76,7 +84,7 @@ Types
 
 Parquet written by the tasks
     :func:`write_sqlite_parquet` writes the Arrow schema of the Spark schema
-    (``to_arrow_schema``, every field nullable), so ``spark.read.parquet`` gives the DataFrame
+    (:func:`arrow_schema_of`, every field nullable), so ``spark.read.parquet`` gives the DataFrame
     :func:`read_sqlite_table` would. A retried or speculative task writes the same file name with
     the same content. On local disk a task writes ``.part-<range>.<attempt>.tmp`` in the target
     folder (a name Spark's and pyarrow's readers skip) and renames it into place with
@@ -823,10 +831,12 @@ def _select_sql(table: str, expressions: Sequence[Tuple[str, str]]) -> str:
 def range_batches(read: SqliteRead, lo: int, hi: int) -> Iterator[pa.RecordBatch]:
     """The rows of rowid range ``lo..hi`` as Arrow batches of ``read.schema``, in rowid order.
 
-    Runs where the rows are needed (a Spark task). The optimistic query first; from the first
-    batch that does not fit (ADBC's type mismatch, a column of another type, a failed safe cast)
-    the rest of the range with the converting query. Batches are only passed on once they fit, so
-    every row is passed on exactly once. See the module docstring.
+    Runs where the rows are needed (a Spark task). The pages decoded from the file first (when
+    the plan has ``columns``), up to the row before the first value they do not convert; then the
+    optimistic query; from the first batch that does not fit (ADBC's type mismatch, a column of
+    another type, a failed safe cast) the rest of the range with the converting query (straight
+    away after a value the page decoder did not convert). Batches are only passed on once they
+    fit, so every row is passed on exactly once. See the module docstring.
 
     Parameters
     ----------
@@ -846,11 +856,9 @@ def range_batches(read: SqliteRead, lo: int, hi: int) -> Iterator[pa.RecordBatch
         Reading failed for another reason than the types (``reading SQLite table 't' of
         /path, rowid lo..hi: ...``).
     """
-    from pyspark.sql.pandas.types import to_arrow_schema
-
     if hi < lo:
         return
-    arrow_schema = to_arrow_schema(read.schema)
+    arrow_schema = arrow_schema_of(read.schema)
     fetched = [pa.int64()] + [_fetched_type(f.dataType) for f in read.schema.fields]
     start, converting = lo, False
     if read.columns is not None:
@@ -914,6 +922,29 @@ def _cast_batches(
             )
     finally:
         pages.close()
+
+
+#: The Arrow type of each Spark type a SQLite read supports (PySpark 3.5's ``to_arrow_type``).
+_ARROW_TYPES: Dict[type, pa.DataType] = {
+    LongType: pa.int64(),
+    IntegerType: pa.int32(),
+    ShortType: pa.int16(),
+    ByteType: pa.int8(),
+    DoubleType: pa.float64(),
+    FloatType: pa.float32(),
+    StringType: pa.string(),
+}
+
+
+def arrow_schema_of(schema: StructType) -> pa.Schema:
+    """The Arrow schema of a read's Spark schema, as PySpark's ``to_arrow_schema`` gives it.
+
+    Its own mapping of the supported types: PySpark's first call costs a task 0.12 s (its
+    pyarrow version check imports setuptools).
+    """
+    return pa.schema(
+        [pa.field(f.name, _ARROW_TYPES[type(f.dataType)], nullable=True) for f in schema.fields]
+    )
 
 
 def _fetched_type(dtype: DataType) -> pa.DataType:
@@ -1020,9 +1051,7 @@ def _write_part(
     other filesystems it is written to local scratch space and then uploaded in one piece.
     """
     import pyarrow.parquet as pq
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    arrow_schema = to_arrow_schema(read.schema)
+    arrow_schema = arrow_schema_of(read.schema)
     name = f"part-{0 if number is None else number:05d}.parquet"
     target = f"{folder}/{name}"
     batches: Iterator[pa.RecordBatch] = iter(())
