@@ -27,7 +27,6 @@ from segmentation.cli import main
 from segmentation.generate import generate_avito
 from segmentation.ingest import arrow_destination, s3_options
 from segmentation.io import s3
-from segmentation.io import sqlite as sqlite_io
 from segmentation.io.schemas import AVITO_TABLES
 from segmentation.io.sqlite import (
     ParquetWrite,
@@ -38,6 +37,7 @@ from segmentation.io.sqlite import (
     write_ranges,
     write_sqlite_parquet,
 )
+from segmentation.io.sqlite import reader as sqlite_io
 
 server = test_s3.server  # moto with IAM authentication, and the AWS environment pointing at it
 

@@ -1,4 +1,4 @@
-"""SQLite pages decoded from the file (segmentation.io.sqlite_pages) against SQLite's own reads.
+"""SQLite pages decoded from the file (segmentation.io.sqlite.pages) against SQLite's own reads.
 
 The reference is always the converting query through SQLite (``_converting_only``): whatever
 the page reader passes on must equal it, and whatever it does not understand must be left to
@@ -34,7 +34,7 @@ from pyspark.sql.types import (
 )
 
 from segmentation.io.sqlite import SqliteRead, plan_sqlite_read, range_batches
-from segmentation.io.sqlite_pages import (
+from segmentation.io.sqlite.pages import (
     CORRUPT,
     DONE,
     MISMATCH,

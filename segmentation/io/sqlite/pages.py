@@ -10,7 +10,7 @@ records of the requested columns into NumPy arrays in a numba-compiled loop, fro
 mapped into memory; :func:`page_batches` turns them into Arrow batches without copying.
 
 It reads only what it understands exactly, and hands everything else back to the SQL reader of
-:mod:`segmentation.io.sqlite`:
+:mod:`segmentation.io.sqlite.reader`:
 
 - the file: a rollback-journal database (not WAL, whose latest commits may live in the
   ``-wal`` file) in UTF-8, checked by :func:`page_format`; otherwise it is not used at all;
@@ -54,10 +54,10 @@ log = logging.getLogger(__name__)
 #: The 16 bytes every SQLite 3 database file starts with.
 MAGIC = b"SQLite format 3\x00"
 
-#: How a read ended (:class:`PageRead`), as :mod:`segmentation.io.sqlite_kernels` says it.
+#: How a read ended (:class:`PageRead`), as :mod:`segmentation.io.sqlite.kernels` says it.
 NOT_STARTED, DONE, MISMATCH, CORRUPT = -1, 0, 3, 4
 
-#: Target kinds of the columns read (as :mod:`segmentation.io.sqlite_kernels` numbers them).
+#: Target kinds of the columns read (as :mod:`segmentation.io.sqlite.kernels` numbers them).
 KIND_INTEGER, KIND_REAL, KIND_TEXT = 0, 1, 2
 
 
@@ -268,7 +268,7 @@ def _decode(
     batch_rows: int,
 ) -> Generator[pa.RecordBatch, None, PageRead]:
     """The batches of :func:`page_batches` from the mapped file ``buf``."""
-    from segmentation.io import sqlite_kernels as kernels
+    from segmentation.io.sqlite import kernels
 
     capacity = max(16, min((hi - lo + 1) // 32 + 16, buf.shape[0] // layout.page_size + 1))
     while True:

@@ -1,6 +1,6 @@
 # numba types every integer as int64, mypy sees NumPy scalars mixed with ints: these codes only.
 # mypy: disable-error-code="assignment, return-value, arg-type"
-"""The compiled loops of :mod:`segmentation.io.sqlite_pages` (numba, ``cache=True``).
+"""The compiled loops of :mod:`segmentation.io.sqlite.pages` (numba, ``cache=True``).
 
 Imported only where a SQLite range is read (a task), so that neither the driver nor
 ``import segmentation`` pays for numba. Indexing is not bounds-checked in compiled code: every

@@ -6,7 +6,7 @@ loop feeding Spark moves a few hundred thousand rows a second: hours for the 392
 driver with two b-tree end lookups, not a scan) and every range is read in its own Spark task,
 into Arrow record batches:
 
-1. by decoding the table's b-tree pages from the file (:mod:`segmentation.io.sqlite_pages`, a
+1. by decoding the table's b-tree pages from the file (:mod:`segmentation.io.sqlite.pages`, a
    numba-compiled loop, about 10 M rows a second per core, under SQLite's read lock), for every
    row whose values are stored as their target types, up to the first that is not;
 2. then through SQL with the ADBC SQLite driver (``adbc_driver_sqlite``, a few million rows a
@@ -152,7 +152,7 @@ from pyspark.sql.types import (
 )
 
 from segmentation.errors import InputError
-from segmentation.io.sqlite_pages import (
+from segmentation.io.sqlite.pages import (
     DONE,
     KIND_INTEGER,
     KIND_REAL,
@@ -230,7 +230,7 @@ class SqliteRead:
         ``ranges`` follow the default sizing, which :func:`write_sqlite_parquet` may replace.
     columns : TableColumns or None
         Where the fields sit in the table's records, for the tasks to decode its pages
-        themselves (:mod:`segmentation.io.sqlite_pages`); ``None`` when only SQL reads it.
+        themselves (:mod:`segmentation.io.sqlite.pages`); ``None`` when only SQL reads it.
     """
 
     local: str
@@ -386,7 +386,7 @@ def plan_sqlite_read(
     The driver's part of :func:`read_sqlite_table` (same parameters and errors); nothing is read
     but the catalogue and the two ends of the rowid b-tree. With ``decode_pages`` (the default)
     the tasks decode the table's pages themselves where the file allows it
-    (:mod:`segmentation.io.sqlite_pages`); without, they read only through SQL.
+    (:mod:`segmentation.io.sqlite.pages`); without, they read only through SQL.
 
     Returns
     -------
