@@ -13,6 +13,9 @@ import os
 import random
 import shutil
 import sqlite3
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -40,9 +43,12 @@ from segmentation.io.sqlite.pages import (
     MISMATCH,
     NOT_STARTED,
     PageRead,
+    load_kernels,
     page_batches,
     page_format,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 TARGETS: Tuple[DataType, ...] = (
     LongType(),
@@ -322,3 +328,94 @@ def test_damaged_files_never_crash_the_reader(spark: SparkSession, tmp_path: Pat
         os.remove(damaged)
     assert endings <= {DONE, MISMATCH, CORRUPT, NOT_STARTED}
     assert CORRUPT in endings and DONE in endings
+
+
+# --- where the compiled loops come from -------------------------------------------------------
+
+
+def test_the_loops_compile_once_per_process(spark: SparkSession, tmp_path: Path) -> None:
+    """The warm-up's argument types are the reads' own: no second specialisation, ever."""
+    ddl = "CREATE TABLE t (SearchID INTEGER, Position INTEGER, HistCTR REAL, Query TEXT)"
+    path = _make(tmp_path / "once.sqlite", ddl, _stream_rows(500), 1024)
+    kernels = load_kernels()
+    assert not isinstance(kernels, str)
+    read = plan_sqlite_read(spark, path, "t", STREAM, 3, batch_rows=7)
+    assert _rows(read) == _rows(_converting_only(read))
+    assert len(kernels.leaf_pages.signatures) == 1
+    assert len(kernels.read_rows.signatures) == 1
+
+
+def test_without_numba_sql_reads_everything(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ddl = "CREATE TABLE t (SearchID INTEGER, Position INTEGER, HistCTR REAL, Query TEXT)"
+    path = _make(tmp_path / "plain.sqlite", ddl, _stream_rows(300), 1024)
+    read = plan_sqlite_read(spark, path, "t", STREAM, 2)
+    expected = _rows(_converting_only(read))
+    load_kernels.cache_clear()
+    monkeypatch.setitem(sys.modules, "numba.core.config", None)  # import numba fails
+    try:
+        with caplog.at_level(logging.DEBUG, logger="segmentation.io.sqlite"):
+            assert _rows(read) == expected
+            assert _pages_only(read, 1, 300) == ([], PageRead(NOT_STARTED, None, ANY_REASON))
+    finally:
+        load_kernels.cache_clear()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "SQLite pages are not decoded: numba is not usable here (ModuleNotFoundError: import of "
+        "numba.core.config halted; None in sys.modules); SQL reads everything"
+    ]
+
+
+class _AnyReason(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and other.startswith("numba is not usable here")
+
+    __hash__ = str.__hash__
+
+
+ANY_REASON = _AnyReason()
+
+
+def test_a_zipped_package_without_a_writable_home_caches_in_the_temp_dir(
+    tmp_path: Path,
+) -> None:
+    """``--py-files segmentation.zip`` run by a user whose home and cache cannot be written."""
+    ddl = "CREATE TABLE t (SearchID INTEGER, Position INTEGER, HistCTR REAL, Query TEXT)"
+    path = _make(tmp_path / "zipped.sqlite", ddl, _stream_rows(200), 1024)
+    archive = tmp_path / "segmentation.zip"
+    package = REPO / "segmentation"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for source in package.rglob("*.py"):
+            zipped.write(source, source.relative_to(REPO).as_posix())
+    script = (
+        "import sqlite3\n"
+        "from segmentation.io.sqlite import pages\n"
+        "assert '.zip' in pages.__file__\n"
+        f"con = sqlite3.connect({path!r})\n"
+        "columns = pages.table_columns(con, 't', ['SearchID'], [0], [(-2**63, 2**63 - 1)])\n"
+        f"reader = pages.page_batches({path!r}, 't', columns, ['SearchID'], 1, 200, 64)\n"
+        "rows = 0\n"
+        "while True:\n"
+        "    try:\n"
+        "        rows += next(reader).num_rows\n"
+        "    except StopIteration as end:\n"
+        "        print(rows, end.value.status)\n"
+        "        break\n"
+    )
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {
+        **os.environ, "PYTHONPATH": str(archive), "HOME": "/proc", "XDG_CACHE_HOME": "/proc/x",
+        "TMPDIR": str(temp),
+    }
+    env.pop("NUMBA_CACHE_DIR", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["200", str(DONE)]
+    [cache] = list(temp.glob("segmentation-cache-*"))
+    assert any((cache / "numba").rglob("*.nbi"))

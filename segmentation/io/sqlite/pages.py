@@ -37,13 +37,16 @@ the tasks that read SQLite, never at ``import segmentation``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import mmap
 import os
 import sqlite3
+import tempfile
 from contextlib import closing, suppress
 from dataclasses import dataclass
-from typing import Generator, List, Optional, Sequence, Tuple
+from types import ModuleType
+from typing import Generator, List, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
 import numpy as np
@@ -180,6 +183,72 @@ def table_columns(
 # --- Python side ----------------------------------------------------------------------------
 
 
+@functools.cache
+def load_kernels() -> Union[ModuleType, str]:
+    """The compiled loops (:mod:`segmentation.io.sqlite.kernels`), or why they cannot be had.
+
+    numba compiles them once (a few seconds) and caches the machine code in a folder it must
+    be able to write. Its own choices (beside the source, or ``~/.cache/numba`` for a package
+    in a zip, as ``--py-files`` ships it) fail where neither is writable, e.g. a read-only
+    ``site-packages`` run by a user without a writable home. Unless ``NUMBA_CACHE_DIR`` says
+    otherwise, the cache is therefore ``$XDG_CACHE_HOME/segmentation/numba``
+    (``~/.cache/...``) when writable, else ``<temp dir>/segmentation-cache-<uid>/numba``. The
+    loops are loaded (or compiled) here, once per process; any failure leaves every read to
+    SQL (the reason is returned, and logged once as a warning).
+    """
+    try:
+        import numba.core.config
+
+        base = _writable_cache_base()
+        if not os.environ.get("NUMBA_CACHE_DIR"):
+            numba.core.config.CACHE_DIR = os.path.join(base, "numba")  # type: ignore[attr-defined]
+        # A package in a zip is cached where appdirs puts numba's user cache.
+        saved = os.environ.get("XDG_CACHE_HOME")
+        os.environ["XDG_CACHE_HOME"] = base
+        try:
+            from segmentation.io.sqlite import kernels
+        finally:
+            if saved is None:
+                del os.environ["XDG_CACHE_HOME"]
+            else:
+                os.environ["XDG_CACHE_HOME"] = saved
+        _warm(kernels)
+        return kernels
+    except Exception as err:  # ImportError, numba's errors, OSError of the cache
+        reason = f"numba is not usable here ({type(err).__name__}: {err})"
+        log.warning("SQLite pages are not decoded: %s; SQL reads everything", reason)
+        return reason
+
+
+def _writable_cache_base() -> str:
+    """``$XDG_CACHE_HOME/segmentation`` if it can be written, else one in the temp dir."""
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    for folder in (
+        os.path.join(home, "segmentation"),
+        os.path.join(tempfile.gettempdir(), f"segmentation-cache-{os.getuid()}"),
+    ):
+        try:
+            os.makedirs(os.path.join(folder, "numba"), exist_ok=True)
+        except OSError:
+            continue
+        if os.access(os.path.join(folder, "numba"), os.W_OK | os.X_OK):
+            return folder
+    return tempfile.gettempdir()
+
+
+def _warm(kernels: ModuleType) -> None:
+    """Load or compile the loops for the argument types :func:`_decode` passes (no data read)."""
+    empty = np.zeros(1024, np.uint8)  # two 512-byte pages of zeros: no b-tree page at all
+    assert kernels.leaf_pages(empty, 512, 512, 2, 1, 1, np.zeros(1, np.int64)) == -2
+    one = np.zeros(1, np.int64)
+    kernels.read_rows(
+        empty, 512, 512, np.zeros(0, np.int64), 1, 1, one, one, one, one, one,
+        np.zeros(1, np.bool_), -1, np.zeros((1, 1), np.int64), np.zeros((0, 1), np.float64),
+        np.zeros((1, 1), np.uint8), np.zeros((0, 2), np.int32), np.zeros((0, 1), np.uint8),
+        np.zeros(7, np.int64),
+    )
+
+
 @dataclass(frozen=True)
 class PageRead:
     """How a range read by :func:`page_batches` ended.
@@ -216,6 +285,9 @@ def page_batches(
     SQL reader must read the rest. The batches' columns are int64 (integer kinds), float64
     (real kinds) or string; nothing is passed on of a row at which the read stopped.
     """
+    kernels = load_kernels()
+    if isinstance(kernels, str):
+        return PageRead(NOT_STARTED, None, kernels)
     layout = page_format(path)
     if layout is None:
         return PageRead(NOT_STARTED, None, "the file is not a rollback-journal UTF-8 database")
@@ -247,7 +319,7 @@ def page_batches(
             buf = np.frombuffer(mapped, dtype=np.uint8)
             try:
                 result = yield from _decode(
-                    buf, layout, int(found[0]), columns, names, lo, hi, batch_rows
+                    kernels, buf, layout, int(found[0]), columns, names, lo, hi, batch_rows
                 )
             finally:
                 del buf
@@ -258,6 +330,7 @@ def page_batches(
 
 
 def _decode(
+    kernels: ModuleType,
     buf: np.ndarray,
     layout: PageFormat,
     root: int,
@@ -268,8 +341,6 @@ def _decode(
     batch_rows: int,
 ) -> Generator[pa.RecordBatch, None, PageRead]:
     """The batches of :func:`page_batches` from the mapped file ``buf``."""
-    from segmentation.io.sqlite import kernels
-
     capacity = max(16, min((hi - lo + 1) // 32 + 16, buf.shape[0] // layout.page_size + 1))
     while True:
         leaves = np.empty(capacity, np.int64)
