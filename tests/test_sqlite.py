@@ -456,7 +456,7 @@ def late_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     )
 
 
-def _arrow_rows(read: SqliteRead) -> List[Tuple[Any, ...]]:
+def arrow_rows(read: SqliteRead) -> List[Tuple[Any, ...]]:
     """Every row of every range of ``read`` through :func:`range_batches`, in order."""
     rows: List[Tuple[Any, ...]] = []
     for lo, hi in read.ranges:
@@ -465,7 +465,7 @@ def _arrow_rows(read: SqliteRead) -> List[Tuple[Any, ...]]:
     return rows
 
 
-def _converting_only(read: SqliteRead) -> SqliteRead:
+def converting_only(read: SqliteRead) -> SqliteRead:
     """The same plan reading everything with the converting query (the reference semantics)."""
     return dataclasses.replace(read, plain_sql=read.converting_sql, columns=None)
 
@@ -482,8 +482,8 @@ def test_late_mismatches_resume_with_the_converting_query(
 ) -> None:
     read = plan_sqlite_read(spark, late_db, "Late", LATE_SCHEMA, partitions, batch_rows=batch_rows)
     with caplog.at_level(logging.DEBUG, logger="segmentation.io.sqlite"):
-        rows = _arrow_rows(read)
-    reference = _arrow_rows(_converting_only(read))
+        rows = arrow_rows(read)
+    reference = arrow_rows(converting_only(read))
     # FloatType: single precision (all values here are exact in it).
     assert rows == reference == LATE_EXPECTED
     assert any("with the converting query" in r.getMessage() for r in caplog.records)
@@ -496,7 +496,7 @@ def test_resume_starts_after_the_last_row_passed_on(
         spark, late_db, "Late", LATE_SCHEMA, 1, batch_rows=2, decode_pages=False
     )
     with caplog.at_level(logging.DEBUG, logger="segmentation.io.sqlite"):
-        assert len(_arrow_rows(read)) == 9
+        assert len(arrow_rows(read)) == 9
     # Batches: [sentinel, 1], [2, 3], [4, 5]: rowid 5 holds 2**31 for IntegerType (the safe cast
     # fails), so rows 1..3 came from the plain query and 4..9 from the converting one.
     [message] = [r.getMessage() for r in caplog.records if "converting" in r.getMessage()]
@@ -521,8 +521,8 @@ def test_clean_ranges_never_fall_back(
     )
     assert (read.columns is not None) == decode_pages
     with caplog.at_level(logging.DEBUG, logger="segmentation.io.sqlite"):
-        rows = _arrow_rows(read)
-    assert rows == _arrow_rows(_converting_only(read)) == CLEAN_EXPECTED
+        rows = arrow_rows(read)
+    assert rows == arrow_rows(converting_only(read)) == CLEAN_EXPECTED
     assert not [r for r in caplog.records if "query" in r.getMessage()]
 
 
@@ -544,7 +544,7 @@ def test_text_targets_print_numbers_as_sqlite_does(
         ("", ""),
         (None, None),
     ]
-    assert _arrow_rows(read) == _arrow_rows(_converting_only(read)) == expected
+    assert arrow_rows(read) == arrow_rows(converting_only(read)) == expected
 
 
 def test_late_mismatches_through_spark(spark: SparkSession, late_db: str) -> None:
@@ -593,7 +593,7 @@ def test_each_way_a_mismatch_shows_up_is_caught(
         )
         caplog.clear()
         with caplog.at_level(logging.DEBUG, logger="segmentation.io.sqlite"):
-            assert _arrow_rows(read) == LATE_EXPECTED
+            assert arrow_rows(read) == LATE_EXPECTED
         return [r.getMessage() for r in caplog.records if "converting" in r.getMessage()]
 
     # One row per range, one row per batch: a later batch meets ADBC's type check, or the cast.

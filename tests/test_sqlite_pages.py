@@ -35,8 +35,9 @@ from pyspark.sql.types import (
     StructField,
     StructType,
 )
+from test_sqlite import arrow_rows, converting_only
 
-from segmentation.io.sqlite import SqliteRead, plan_sqlite_read, range_batches
+from segmentation.io.sqlite import SqliteRead, plan_sqlite_read
 from segmentation.io.sqlite.pages import (
     CORRUPT,
     DONE,
@@ -59,19 +60,6 @@ TARGETS: Tuple[DataType, ...] = (
     FloatType(),
     StringType(),
 )
-
-
-def _rows(read: SqliteRead) -> List[Tuple[Any, ...]]:
-    """Every row of every range of ``read`` through :func:`range_batches`, in order."""
-    rows: List[Tuple[Any, ...]] = []
-    for lo, hi in read.ranges:
-        for batch in range_batches(read, lo, hi):
-            rows += [tuple(r.values()) for r in batch.to_pylist()]
-    return rows
-
-
-def _converting_only(read: SqliteRead) -> SqliteRead:
-    return dataclasses.replace(read, plain_sql=read.converting_sql, columns=None)
 
 
 def _pages_only(read: SqliteRead, lo: int, hi: int) -> Tuple[List[Tuple[Any, ...]], PageRead]:
@@ -156,7 +144,7 @@ def test_any_table_reads_as_sqlite_converts_it(
     schema = StructType([StructField(f"c{i}", t) for i, t in enumerate(targets)])
     read = plan_sqlite_read(spark, path, "t", schema, partitions, batch_rows=batch_rows)
     assert read.columns is not None
-    assert _rows(read) == _rows(_converting_only(read))
+    assert arrow_rows(read) == arrow_rows(converting_only(read))
 
 
 # --- what the page reader does alone ---------------------------------------------------------
@@ -192,7 +180,7 @@ def test_deep_trees_and_overflow_pages_need_no_sql(
     ddl = "CREATE TABLE t (SearchID INTEGER, Position INTEGER, HistCTR REAL, Query TEXT)"
     path = _make(tmp_path / "deep.sqlite", ddl, _stream_rows(20_000), page_size, delete_every=9)
     read = plan_sqlite_read(spark, path, "t", STREAM, 7, batch_rows=1000)
-    expected = _rows(_converting_only(read))
+    expected = arrow_rows(converting_only(read))
     assert len(expected) == 20_000 - 2223
     got: List[Tuple[Any, ...]] = []
     for lo, hi in read.ranges:
@@ -204,8 +192,8 @@ def test_deep_trees_and_overflow_pages_need_no_sql(
     for lo, hi in [(30_000, 40_000), (101, 103), (10, 10), (19_999, 25_000)]:
         rows, outcome = _pages_only(read, lo, hi)
         assert outcome.status == DONE
-        reference = _converting_only(dataclasses.replace(read, ranges=((lo, hi),)))
-        assert rows == _rows(reference)
+        reference = converting_only(dataclasses.replace(read, ranges=((lo, hi),)))
+        assert rows == arrow_rows(reference)
 
 
 def test_a_value_of_another_class_stops_the_pages_before_its_row(
@@ -223,7 +211,7 @@ def test_a_value_of_another_class_stops_the_pages_before_its_row(
     )
     assert [r[0] for r in got] == [1, 2, 3, 4, 5, 6]
     with caplog.at_level(logging.DEBUG, logger="segmentation.io.sqlite"):
-        assert _rows(read) == _rows(_converting_only(read))
+        assert arrow_rows(read) == arrow_rows(converting_only(read))
     [message] = [r.getMessage() for r in caplog.records if "query" in r.getMessage()]
     assert message.endswith("reading rowid 7..10 with the converting query")
 
@@ -260,11 +248,11 @@ def test_rowid_alias_and_added_columns(spark: SparkSession, tmp_path: Path) -> N
     read = plan_sqlite_read(spark, str(path), "t", with_default, 1)
     rows, outcome = _pages_only(read, 1, 2**41)
     assert (rows, outcome.status) == ([], MISMATCH)
-    assert _rows(read) == [(5, "none"), (9, "none"), (11, "given"), (2**40, "none")]
+    assert arrow_rows(read) == [(5, "none"), (9, "none"), (11, "given"), (2**40, "none")]
     # INTEGER PRIMARY KEY DESC is an ordinary column (with an index): its NULL stays NULL.
     read = plan_sqlite_read(spark, str(path), "d", schema[:2], 1)
     assert read.columns is not None and read.columns.rowid_position == -1
-    assert _rows(read) == [(5, "a"), (None, "b")]
+    assert arrow_rows(read) == [(5, "a"), (None, "b")]
 
 
 def test_wal_databases_are_read_through_sql(
@@ -277,7 +265,7 @@ def test_wal_databases_are_read_through_sql(
         read = plan_sqlite_read(spark, path, "t", STREAM, 2)
     assert read.columns is None
     assert any("read through SQL only (WAL" in r.getMessage() for r in caplog.records)
-    assert len(_rows(read)) == 50
+    assert len(arrow_rows(read)) == 50
 
 
 def test_the_read_holds_a_shared_lock(spark: SparkSession, tmp_path: Path) -> None:
@@ -340,7 +328,7 @@ def test_the_loops_compile_once_per_process(spark: SparkSession, tmp_path: Path)
     kernels = load_kernels()
     assert not isinstance(kernels, str)
     read = plan_sqlite_read(spark, path, "t", STREAM, 3, batch_rows=7)
-    assert _rows(read) == _rows(_converting_only(read))
+    assert arrow_rows(read) == arrow_rows(converting_only(read))
     assert len(kernels.leaf_pages.signatures) == 1
     assert len(kernels.read_rows.signatures) == 1
 
@@ -352,12 +340,12 @@ def test_without_numba_sql_reads_everything(
     ddl = "CREATE TABLE t (SearchID INTEGER, Position INTEGER, HistCTR REAL, Query TEXT)"
     path = _make(tmp_path / "plain.sqlite", ddl, _stream_rows(300), 1024)
     read = plan_sqlite_read(spark, path, "t", STREAM, 2)
-    expected = _rows(_converting_only(read))
+    expected = arrow_rows(converting_only(read))
     load_kernels.cache_clear()
     monkeypatch.setitem(sys.modules, "numba.core.config", None)  # import numba fails
     try:
         with caplog.at_level(logging.DEBUG, logger="segmentation.io.sqlite"):
-            assert _rows(read) == expected
+            assert arrow_rows(read) == expected
             assert _pages_only(read, 1, 300) == ([], PageRead(NOT_STARTED, None, ANY_REASON))
     finally:
         load_kernels.cache_clear()
