@@ -47,7 +47,7 @@ RETAIL_FILE = REPO.parent / "shared" / "data" / "online_retail_II_2009-2010.csv.
 
 #: Searches per scale: about 3.5 stream rows per search (1m ~ 1M stream rows).
 SCALES: Dict[str, int] = {
-    "0.1m": 30_000, "1m": 300_000, "10m": 2_900_000, "50m": 14_300_000,
+    "0.1m": 30_000, "1m": 300_000, "4.5m": 1_300_000, "10m": 2_900_000, "50m": 14_300_000,
 }
 #: Users ~ searches / 23, as the issue's 10M searches / 440k users.
 SEARCHES_PER_USER = 23

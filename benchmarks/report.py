@@ -255,7 +255,7 @@ def targets(documents: Sequence[Dict[str, Any]]) -> List[str]:
                      _verdict(ratio <= 2.5, d["rows"] < 40_000_000)))
     with_seed = [d for d in avito if _wall(d, "seed_spark")]
     if with_seed:
-        d = with_seed[-1]
+        d = min(with_seed, key=lambda d: abs(d["rows"] - 4_500_000))
         ratio = (_wall(d, "seed_spark") or 0) / (_wall(d, "segmentation") or 1)
         rows.append(("at least 10x faster than the seed's recipe at 4.5M stream rows",
                      f"{ratio:.1f}x at {d['scale']} ({d['rows']:,} stream rows: "
@@ -375,12 +375,14 @@ MISSED_TARGETS = [
     "assignments, imports while the JVM starts, the report's figures drawn while rows are "
     "collected, `os._exit` after the output is flushed; tried and not kept: SerialGC or "
     "ParallelGC, sweep parallelism 2, code generation off.",
-    "- **10x faster than the seed's recipe at 4.5M stream rows: measured at 1M rows, "
-    "18.9x** (536 s against 28.4 s; 11.5x at 0.3M rows). The recipe joins every stream row to "
-    "its search and every aggregate back to every row, so its time grows faster than the "
-    "events (0.3M -> 1M rows: x1.4 for the pipeline, x1.4 ... x1.7 for the recipe's three "
-    "runs); at 4.5M rows one run of it would take most of an hour on this machine, three runs "
-    "did not fit a session, and the ratio only widens with size.",
+    "- **10x faster than the seed's recipe at 4.5M stream rows: met, 10.8x** (405 s against "
+    "37.5 s, the new `4.5m` scale of 1.3M searches, 15:23-15:36 on 2026-11-24; the recipe run "
+    "once: one run takes 7 minutes). The margin is thin and depends on the scale: 18.9x at "
+    "1.0M rows (536 s, an earlier run), 10.0x at 10.1M (472 s against the 47.3 s of the table "
+    "above). The recipe's time barely grows with the data (371 s at 0.1M rows, 405-536 s from "
+    "1M to 10M: its cost is 200-partition shuffles and per-stage overhead, not rows), while "
+    "the pipeline's grows from 28 to 47 s, so the ratio peaks near 1M rows and falls below 10x "
+    "above 10M; the issue's 4.5M-row set sits in between.",
     "- **local[2] 1.8x faster than local[1]: 1.86x against `local[1]` confined to one CPU, "
     "0.97x against `local[1]` on two.** `local[1]` is one task slot, not one core: its JVM "
     "runs the compilers, the driver's calls, the scheduler and GC on the other core, and those "
