@@ -381,8 +381,8 @@ MISSED_TARGETS = [
     "1.0M rows (536 s, an earlier run), 10.0x at 10.1M (472 s against the 47.3 s of the table "
     "above). The recipe's time barely grows with the data (371 s at 0.1M rows, 405-536 s from "
     "1M to 10M: its cost is 200-partition shuffles and per-stage overhead, not rows), while "
-    "the pipeline's grows from 28 to 47 s, so the ratio peaks near 1M rows and falls below 10x "
-    "above 10M; the issue's 4.5M-row set sits in between.",
+    "the pipeline's grows from 28 to 47 s, so the ratio peaks near 1M rows and falls to 10x "
+    "at 10M; the issue's 4.5M-row set sits in between.",
     "- **local[2] 1.8x faster than local[1]: 1.86x against `local[1]` confined to one CPU, "
     "0.97x against `local[1]` on two.** `local[1]` is one task slot, not one core: its JVM "
     "runs the compilers, the driver's calls, the scheduler and GC on the other core, and those "

@@ -2,7 +2,7 @@
 
 SQLite's own library steps through a table one row at a time, building each value through its
 virtual machine and API: ADBC's reader fills Arrow at about 2.2 M rows/s per core on
-``trainSearchStream``, and the ``sqlite3`` shell exports CSV at 3.6 M rows/s. The file format
+``trainSearchStream``, and the ``sqlite3`` shell exports it as CSV at 1.7-1.9 M rows/s. The file format
 itself is simple and stable (https://www.sqlite.org/fileformat2.html): a table is a b-tree of
 fixed-size pages whose leaves hold each row as a record (a header of varint serial types, then
 the values, big-endian). This module walks the b-tree of one rowid range and decodes the
@@ -30,9 +30,10 @@ and takes the table's root page from the catalogue inside that transaction. The 
 before the transaction starts and unmapped after it ends: closing any descriptor of the file
 would drop the process's POSIX locks, SQLite's included.
 
-The numba functions are compiled once per Python environment and cached next to this module
-(or in the user's cache folder), a few seconds the first time; the module is imported only by
-the tasks that read SQLite, never at ``import segmentation``.
+The numba functions (:mod:`segmentation.io.sqlite.kernels`) are compiled once per machine and
+user, a few seconds, and cached (:func:`load_kernels`: ``~/.cache/segmentation/numba``); loading
+them costs a Python worker about 0.3 s. Only the tasks that read SQLite import numba, never the
+driver or ``import segmentation``.
 """
 
 from __future__ import annotations
