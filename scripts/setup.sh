@@ -67,4 +67,8 @@ if [ "${SEGMENTATION_CLASS_ARCHIVE:-}" != "off" ] && [ ! -f "$archive" ]; then
   .venv/bin/python scripts/build_class_archive.py "$archive" 2>"${TMPDIR:-/tmp}/class-archive.log" \
     || echo "setup: WARNING: no class-data archive (runs start slower); see ${TMPDIR:-/tmp}/class-archive.log" >&2
 fi
+# The SQLite page decoder's loops (numba), compiled once into ~/.cache/segmentation/numba
+# (segmentation/io/sqlite/pages.py), so that no task of a first run compiles them (~6 s).
+.venv/bin/python -c 'from segmentation.io.sqlite.pages import load_kernels as k; import sys; sys.exit(0 if not isinstance(k(), str) else 1)' \
+  || echo "setup: WARNING: the SQLite page decoder is unavailable; SQLite is read through SQL only" >&2
 echo "setup: ready ($(.venv/bin/python -c 'import pyspark; print("pyspark", pyspark.__version__)'))" >&2
