@@ -2,10 +2,10 @@
 
 SQLite's own library steps through a table one row at a time, building each value through its
 virtual machine and API: ADBC's reader fills Arrow at about 2.2 M rows/s per core on
-``trainSearchStream``, and the ``sqlite3`` shell exports it as CSV at 1.7-1.9 M rows/s. The file format
-itself is simple and stable (https://www.sqlite.org/fileformat2.html): a table is a b-tree of
-fixed-size pages whose leaves hold each row as a record (a header of varint serial types, then
-the values, big-endian). This module walks the b-tree of one rowid range and decodes the
+``trainSearchStream``, and the ``sqlite3`` shell exports it as CSV at 1.7-1.9 M rows/s. The
+file format itself is simple and stable (https://www.sqlite.org/fileformat2.html): a table is a
+b-tree of fixed-size pages whose leaves hold each row as a record (a header of varint serial
+types, then the values, big-endian). This module walks the b-tree of one rowid range and decodes the
 records of the requested columns into NumPy arrays in a numba-compiled loop, from the file
 mapped into memory; :func:`page_batches` turns them into Arrow batches without copying.
 
