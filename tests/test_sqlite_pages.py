@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -407,3 +408,51 @@ def test_a_zipped_package_without_a_writable_home_caches_in_the_temp_dir(
     assert done.stdout.split() == ["200", str(DONE)]
     [cache] = list(temp.glob("segmentation-cache-*"))
     assert any((cache / "numba").rglob("*.nbi"))
+
+
+def _varint_bytes(value: int) -> bytes:
+    """SQLite's varint of a small non-negative integer (up to 2**56)."""
+    groups = [value & 0x7F]
+    value >>= 7
+    while value:
+        groups.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes(reversed(groups))
+
+
+def test_wide_interior_pages_of_64k_databases() -> None:
+    """A 64 KB interior page with 5,000 children: one level's children all on the stack at once.
+
+    Built by hand (5,000 real 64 KB leaves would be a 330 MB database): page 2 is the root,
+    child ``i`` (page ``i + 3``) holds rowid ``i + 1``, the right-most child (page 5003) the rest.
+    The zeroed buffer is never touched but for the pages' type bytes.
+    """
+    kernels = load_kernels()
+    assert not isinstance(kernels, str)
+    size, children = 65536, 5000
+    buf = np.zeros((children + 3) * size, np.uint8)
+    root = size  # page 2
+    cells_at = 12 + 2 * children
+    cell = cells_at
+    for i in range(children):
+        buf[root + 12 + 2 * i : root + 14 + 2 * i] = list(cell.to_bytes(2, "big"))
+        body = (i + 3).to_bytes(4, "big") + _varint_bytes(i + 1)
+        buf[root + cell : root + cell + len(body)] = list(body)
+        cell += len(body)
+    assert cell < size
+    buf[root] = 5  # interior table page
+    buf[root + 3 : root + 5] = list(children.to_bytes(2, "big"))
+    buf[root + 8 : root + 12] = list((children + 3).to_bytes(4, "big"))
+    for page in range(3, children + 4):
+        buf[(page - 1) * size] = 13  # leaf table page
+
+    def leaves(lo: int, hi: int) -> List[int]:
+        out = np.zeros(children + 10, np.int64)
+        count = kernels.leaf_pages(buf, size, size, 2, lo, hi, out)
+        assert count >= 0
+        return out[:count].tolist()
+
+    assert leaves(1, 10**9) == list(range(3, children + 4))
+    assert leaves(2500, 2600) == list(range(2502, 2603))
+    assert leaves(4999, 5001) == [5001, 5002, 5003]
+    assert leaves(6000, 7000) == [5003]

@@ -77,7 +77,9 @@ def leaf_pages(
     Returns their count, -1 when ``out`` is too small, -2 when a page is not as expected.
     """
     pages = buf.shape[0] // page_size
-    stack = np.empty(4096, np.int64)
+    # Depth-first: at most one level's children per level on the stack (a 64 KB interior page
+    # holds up to ~13,000), and b-trees are not deeper than 32 levels.
+    stack = np.empty(32 * (usable // 5 + 2), np.int64)
     stack[0] = root
     depth = 1
     count = 0
@@ -121,7 +123,7 @@ def leaf_pages(
                 last = i
             previous = key
         take_right = cells == 0 or previous < hi
-        if depth + cells + 1 > stack.shape[0]:
+        if depth + (last - first + 1) + 1 > stack.shape[0]:
             return -2
         if take_right:
             stack[depth] = right
