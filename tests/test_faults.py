@@ -43,11 +43,7 @@ SITECUSTOMIZE = textwrap.dedent(
     """Test fault injection: the first attempt of partition 0 of a SQLite-reading task fails."""
     import os
 
-    def _install():
-        from adbc_driver_sqlite import dbapi
-
-        connect = dbapi.connect
-
+    def _failing(connect):
         def failing_connect(*args, **kwargs):
             from pyspark import TaskContext
 
@@ -64,7 +60,16 @@ SITECUSTOMIZE = textwrap.dedent(
                 raise OSError("injected fault: first attempt of partition 0")
             return connect(*args, **kwargs)
 
-        dbapi.connect = failing_connect
+        return failing_connect
+
+    def _install():
+        # Both ways a task opens the database: the page decoder's lock (sqlite3), ADBC's SQL.
+        import sqlite3
+
+        from adbc_driver_sqlite import dbapi
+
+        dbapi.connect = _failing(dbapi.connect)
+        sqlite3.connect = _failing(sqlite3.connect)
 
     if os.environ.get("FAULT_MARKER_DIR"):
         _install()
