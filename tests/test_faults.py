@@ -3,8 +3,9 @@ every error path releases the cached customer aggregate.
 
 Task failures are injected without any hook in the product: a ``sitecustomize.py`` on the
 ``PYTHONPATH`` of a ``segmentation`` process (Spark's Python workers inherit it) wraps
-``adbc_driver_sqlite.dbapi.connect``, which the SQLite reader calls inside its Spark tasks, so
-that the first attempt of partition 0 of each such task set fails. Local mode retries a task
+``sqlite3.connect`` and ``adbc_driver_sqlite.dbapi.connect``, which the SQLite readers call
+inside their Spark tasks (the page decoder for its read lock, SQL through ADBC), so that the
+first attempt of partition 0 of each such task set fails. Local mode retries a task
 only with a master ``local[N,F]`` (``spark.task.maxFailures`` = F), so these runs are
 subprocesses with ``--master local[2,3]``.
 """
