@@ -265,8 +265,18 @@ def test_wal_databases_are_read_through_sql(
     with caplog.at_level(logging.INFO, logger="segmentation.io.sqlite"):
         read = plan_sqlite_read(spark, path, "t", STREAM, 2)
     assert read.columns is None
-    assert any("read through SQL only (WAL" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("read through SQL only (WAL" in m for m in messages)
+    assert any(m.endswith("rowid 1..50 in 2 partition(s), through SQL") for m in messages)
     assert len(arrow_rows(read)) == 50
+    # The same table in a rollback-journal file: its pages are decoded, and the log says so.
+    path = _make(tmp_path / "journal.sqlite", ddl, _stream_rows(50))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="segmentation.io.sqlite"):
+        assert plan_sqlite_read(spark, path, "t", STREAM, 2).columns is not None
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "rowid 1..50 in 2 partition(s), pages decoded by the tasks"
+    ]
 
 
 def test_the_read_holds_a_shared_lock(spark: SparkSession, tmp_path: Path) -> None:

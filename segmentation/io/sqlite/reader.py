@@ -428,12 +428,13 @@ def plan_sqlite_read(
             )
         ranges = split_rowid_range(lo, hi, num_partitions)
         log.info(
-            "Reading SQLite table %s of %s: rowid %d..%d in %d partition(s)",
+            "Reading SQLite table %s of %s: rowid %d..%d in %d partition(s), %s",
             actual,
             local,
             lo,
             hi,
             len(ranges),
+            _how(columns),
         )
     return SqliteRead(
         local=local,
@@ -446,6 +447,11 @@ def plan_sqlite_read(
         requested_partitions=requested,
         columns=columns,
     )
+
+
+def _how(columns: Optional[TableColumns]) -> str:
+    """How the tasks read a table, for the log."""
+    return "pages decoded by the tasks" if columns is not None else "through SQL"
 
 
 def _page_columns(
@@ -537,8 +543,10 @@ def write_sqlite_parquet(
     )
     if read.ranges:
         log.info(
-            "Writing SQLite table %s: rowid %d..%d in %d range(s), a Parquet file each, to %s",
-            read.table, read.ranges[0][0], read.ranges[-1][1], len(read.ranges), folder,
+            "Writing SQLite table %s: rowid %d..%d in %d range(s), a Parquet file each, %s, "
+            "to %s",
+            read.table, read.ranges[0][0], read.ranges[-1][1], len(read.ranges),
+            _how(read.columns), folder,
         )
     local = isinstance(filesystem, pafs.LocalFileSystem)
     if local:
