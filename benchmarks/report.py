@@ -213,7 +213,8 @@ def extras(document: Dict[str, Any]) -> List[str]:
     ingest = document.get("ingest")
     if ingest:
         lines += ["", f"Ingest of the generated SQLite database ({_num(ingest['database_mb'])} "
-                      "MB), `segmentation ingest --source avito` (Spark + ADBC -> Parquet, "
+                      "MB), `segmentation ingest --source avito` (Spark tasks decode the pages, "
+                      "SQL through ADBC for what they leave, pyarrow -> Parquet, "
                       "`local[*]`, rows/s from its manifest, medians) against "
                       "`sqlite3 -csv DB 'SELECT * FROM <table>' > file`:", "",
                   "| table | rows | partitions | segmentation ingest s | rows/s | "
@@ -279,9 +280,13 @@ def targets(documents: Sequence[Dict[str, Any]]) -> List[str]:
         stream = d["ingest"]["tables"].get("trainSearchStream", {})
         rate, ratio = stream.get("segmentation_rows_per_second"), stream.get("ratio")
         if rate and ratio:
+            met = rate >= 3e6 and ratio >= 2
+            caveat = "" if met or d["rows"] >= 5_000_000 else (
+                f" (start-up bound: {float(stream.get('segmentation_seconds') or 0):.1f} s for "
+                f"{d['rows'] / 1e6:.1f}M rows, most of it the first Python job's start)")
             rows.append(("ingest from SQLite: 3M rows/s on 2 cores and 2x `sqlite3 -csv`",
                          f"trainSearchStream {rate / 1e6:.2f}M rows/s, {ratio:.2f}x at "
-                         f"{d['scale']}", _verdict(rate >= 3e6 and ratio >= 2)))
+                         f"{d['scale']}", _verdict(met) + caveat))
     if len(avito) >= 2:
         small, large = avito[0], avito[-1]
         growth = large["rows"] / small["rows"]
@@ -392,11 +397,16 @@ MISSED_TARGETS = [
     "the medians (1.72x at 08:00, 1.69x the day before; the runs' spread is as wide as the "
     "margin).",
     "- **Ingest 3M rows/s and 2x `sqlite3 -csv`: met on trainSearchStream, 3.81M rows/s, "
-    "2.04x** (5 runs at 15:08 on 2026-11-24; SearchInfo 2.99M rows/s, 2.86x: its three text "
-    "columns cost the Parquet writer more). The tasks now decode the table's b-tree pages "
-    "from the file themselves (`segmentation/io/sqlite/pages.py`, a loop compiled with numba, "
-    "under SQLite's read lock) and leave to ADBC's SQL only what they do not convert exactly "
-    "(a value of another storage class, a WAL database). On one core, 5M rows of "
+    "2.04x at 10M rows** (5 runs at 15:08 on 2026-11-24; SearchInfo 2.99M rows/s, 2.86x: its "
+    "three text columns cost the Parquet writer more), **6.42M rows/s, 3.57x at 50M rows** "
+    "(SearchInfo 4.19M rows/s, 4.05x; the whole command 15.9 s against the export's 41.5 s), "
+    "but 0.66M rows/s, 0.35x at 1M rows: 1.6 s, of which about 1.3 s are the application's "
+    "first Python job (the worker daemon's start), against the export's 0.6 s. The fixed "
+    "start-up is the target's scale dependence; at 10M rows and up it is met. The tasks now "
+    "decode the table's b-tree pages from the file themselves "
+    "(`segmentation/io/sqlite/pages.py`, a loop compiled with numba, under SQLite's read "
+    "lock) and leave to ADBC's SQL only what they do not convert exactly (a value of another "
+    "storage class, a WAL database). On one core, 5M rows of "
     "trainSearchStream: the decoding 0.50 s (10M rows/s; ADBC's read was 1.84M), pyarrow's "
     "Parquet writer 0.62 s, casts 0.05 s, numba's import and first call 0.27 s per Python "
     "worker. The stream table's 2.65 s also hold the application's first Python job (the "
@@ -506,8 +516,8 @@ def projection(documents: Sequence[Dict[str, Any]]) -> List[str]:
         lines += [
             f"- **Ingest** (SQLite -> Parquet, one node: the reader needs the file on local "
             f"disk): {per_vcpu / 1e6:.2f}M rows/s per vCPU measured, so "
-            f"{rows_total / 1e6:,.0f}M rows take {cpu_s / 3600:.1f} vCPU-hours, "
-            f"{cpu_s / NODE['vcpus'] / 60:.0f} min on {NODE['vcpus']} vCPUs; reading "
+            f"{rows_total / 1e6:,.0f}M rows take {cpu_s / 3600:.2f} vCPU-hours, "
+            f"{cpu_s / NODE['vcpus'] / 60:.1f} min on {NODE['vcpus']} vCPUs; reading "
             f"{FULL_AVITO['sqlite_gb']} GB from gp3 at its {GP3_MBPS} MB/s baseline takes "
             f"{disk_s / 60:.0f} min, so about {node_s / 60:.0f} min "
             f"({'disk' if disk_s >= cpu_s / NODE['vcpus'] else 'CPU'}-bound; provisioning "
