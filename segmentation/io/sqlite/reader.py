@@ -478,7 +478,10 @@ def _page_columns(
         bounds.append(narrow[0] if narrow else (-(2**63), 2**63 - 1))
     columns = table_columns(con, table, stored, kinds, bounds)
     if columns is None:
-        log.info("SQLite table %s of %s is read through SQL only (generated columns)", table, local)
+        log.info(
+            "SQLite table %s of %s is read through SQL only (generated columns, or a SQLite "
+            "library too old for pragma_table_xinfo)", table, local,
+        )
     return columns
 
 
